@@ -1,0 +1,60 @@
+# kwaigym developer entry points. The venv lives in .venv at the repo root; `make setup` also
+# prepares the host (packages, podman config: see kwaigym/host.py) and needs root.
+PY ?= python3
+VENV = .venv
+PYTHON = $(VENV)/bin/python
+PIP = $(PYTHON) -m pip
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test demo bench lint clean
+
+help:
+	@echo "make setup   venv + packages, host setup (root: podman, runc...), base image"
+	@echo "make test    setup, then the test suite (PYTEST_ARGS='-k sandbox' to narrow)"
+	@echo "make demo    setup, then examples/sandbox_demo.py"
+	@echo "make bench   setup, then every benchmarks/*.py (BENCH_ARGS=--quick)"
+	@echo "make lint    ruff check ."
+	@echo "make clean   remove .venv and caches"
+
+# Rebuilt when pyproject.toml changes. On a machine without an NVIDIA GPU the CPU build of torch is
+# installed first: the trainer extra's open range would otherwise pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PYTHON) || { \
+		$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+			echo "kwaigym needs Python >= 3.11; '$(PY)' is missing or older: make PY=python3.11 ..." >&2; \
+			exit 1; }; \
+		$(PY) -m venv $(VENV) || { rm -rf $(VENV); \
+			echo "Could not create $(VENV). On Debian/Ubuntu: apt-get install python3-venv, retry." >&2; \
+			exit 1; }; }
+	@$(PIP) install -q --upgrade pip
+	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
+		echo "no NVIDIA GPU: installing the CPU build torch==2.13.0"; \
+		$(PIP) install -q torch==2.13.0; fi
+	@echo "installing kwaigym[dev,trainer] into $(VENV)"
+	@$(PIP) install -q -e '.[dev,trainer]'
+	@touch $@
+
+setup: $(VENV)/.installed
+	$(PYTHON) -m kwaigym.host
+	$(VENV)/bin/kwaigym images bootstrap
+
+test: setup
+	$(PYTHON) -m pytest -n auto -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PYTHON) examples/sandbox_demo.py
+
+bench: setup
+	@set -e; found=0; for f in benchmarks/*.py; do \
+		[ -e "$$f" ] || continue; found=1; \
+		echo "== $$f $(BENCH_ARGS)"; $(PYTHON) "$$f" $(BENCH_ARGS); \
+	done; [ $$found = 1 ] || echo "no benchmarks/*.py to run"
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

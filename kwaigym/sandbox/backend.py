@@ -1,0 +1,121 @@
+"""Starting sandboxes on one podman host.
+
+``PodmanBackend`` turns a ``SandboxSpec`` into a running, firewalled
+``PodmanSandbox`` and guarantees that every container it starts is removed: when
+the sandbox is closed, when creation fails half-way, when the caller is
+cancelled, when the backend closes, and (through the reaper, run once at start)
+after a crash of an earlier run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+from kwaigym.errors import ImageError, SandboxError, SandboxGone
+from kwaigym.sandbox import network, reaper, wire
+from kwaigym.sandbox.base import SandboxSpec
+from kwaigym.sandbox.podman import PodmanSandbox, container_spec, owner_id, remove_container
+from kwaigym.sandbox.service import PodmanService
+
+log = logging.getLogger(__name__)
+
+
+class PodmanBackend:
+    """Creates sandboxes on one podman service (a private local one by default).
+
+    Args:
+        service: the podman API to use; default: a private service started on demand.
+        url: shorthand for ``PodmanService(url)`` (``tcp://``, ``ssh://`` or ``unix://``).
+        reap: remove leftovers of crashed runs when the backend starts.
+    """
+
+    def __init__(self, service: PodmanService | None = None, *, url: str | None = None, reap: bool = True):
+        self._owns_service = service is None
+        self.service = service or PodmanService(url)
+        self._reap = reap
+        self._owner = owner_id()
+        self._live: dict[str, PodmanSandbox] = {}
+        self._started = False
+
+    @property
+    def live(self) -> int:
+        """Number of sandboxes open on this backend."""
+        return len(self._live)
+
+    async def start(self) -> PodmanBackend:
+        if not self._started:
+            await self.service.start()
+            self._started = True
+            if self._reap:
+                removed = await reaper.prune(self.service)
+                if removed:
+                    log.warning("removed %d sandboxes left behind by crashed runs", len(removed))
+        return self
+
+    async def create(self, spec: SandboxSpec) -> PodmanSandbox:
+        """Create, start and firewall a sandbox; on any failure nothing is left behind."""
+        await self.start()
+        name = f"kwaigym-{_slug(spec.episode_id)}-{uuid.uuid4().hex[:8]}"
+        body = container_spec(spec, name=name, owner=self._owner)
+        container_id = None
+        try:
+            try:
+                container_id = (await wire.request(self.service, "POST", "/containers/create", body))["Id"]
+            except SandboxGone as exc:  # 404: the image is missing
+                raise ImageError(
+                    f"image {spec.image!r} is not on the podman host ({exc}); build or pull it first "
+                    "(`kwaigym images build DIR`, `kwaigym images bootstrap`)",
+                    episode_id=spec.episode_id,
+                ) from None
+            await wire.request(self.service, "POST", f"/containers/{container_id}/start")
+            if spec.network.mode == "proxy":
+                info = await wire.request(self.service, "GET", f"/containers/{container_id}/json")
+                await network.apply_policy(spec.network, info["State"]["Pid"], local=self.service.is_local)
+            sandbox = PodmanSandbox(self.service, spec, container_id)
+        except BaseException as exc:
+            if container_id is not None:
+                await asyncio.shield(remove_container(self.service, container_id))
+            if isinstance(exc, SandboxError) and not isinstance(exc, ImageError) and exc.episode_id is None:
+                raise SandboxError(
+                    f"could not start the sandbox: {exc.message}", episode_id=spec.episode_id
+                ) from exc
+            raise
+        self._live[sandbox.id] = sandbox
+        return sandbox
+
+    async def destroy(self, sandbox: PodmanSandbox) -> None:
+        """Close ``sandbox`` and forget it."""
+        try:
+            await sandbox.close()
+        finally:
+            self._live.pop(sandbox.id, None)
+
+    @contextlib.asynccontextmanager
+    async def sandbox(self, spec: SandboxSpec) -> AsyncIterator[PodmanSandbox]:
+        """``async with backend.sandbox(spec) as sb:`` - removed on exit, also on error or cancel."""
+        sandbox = await self.create(spec)
+        try:
+            yield sandbox
+        finally:
+            await asyncio.shield(self.destroy(sandbox))
+
+    async def close(self) -> None:
+        """Remove every sandbox still open, then stop the service if this backend started it."""
+        await asyncio.gather(*(self.destroy(sb) for sb in list(self._live.values())), return_exceptions=True)
+        if self._owns_service:
+            await self.service.aclose()
+        self._started = False
+
+    async def __aenter__(self) -> PodmanBackend:
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:40] or "episode"

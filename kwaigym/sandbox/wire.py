@@ -1,0 +1,148 @@
+"""Exec streams on podman's REST API, in asyncio.
+
+podman-py runs exec sessions blocking and cannot write to a process's stdin (its
+``socket`` argument is unused), and a persistent shell needs exactly that: one
+hijacked connection that carries stdin one way and the multiplexed
+stdout/stderr frames the other. This module speaks the few HTTP/1.1 requests
+that exec needs directly on the service's socket; everything else goes through
+podman-py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import struct
+from typing import Any
+
+from kwaigym.errors import SandboxError, SandboxGone
+from kwaigym.sandbox.service import API_PREFIX, PodmanService
+
+STDOUT, STDERR = 1, 2
+
+
+async def _send(service: PodmanService, method: str, path: str, body: Any = None):
+    reader, writer = await service.open_connection()
+    data = b"" if body is None else json.dumps(body).encode()
+    head = (
+        f"{method} {API_PREFIX}{path} HTTP/1.1\r\nHost: podman\r\nConnection: close\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    )
+    writer.write(head.encode() + data)
+    await writer.drain()
+    status_line = await reader.readline()
+    if not status_line:
+        writer.close()
+        raise SandboxError(f"podman API closed the connection on {method} {path}")
+    status = int(status_line.split()[1])
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+        key, _, value = line.decode("latin-1").partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return status, headers, reader, writer
+
+
+async def _read_body(status: int, headers: dict, reader: asyncio.StreamReader) -> bytes:
+    if status in (204, 304):
+        return b""
+    if "content-length" in headers:
+        return await reader.readexactly(int(headers["content-length"]))
+    if headers.get("transfer-encoding") == "chunked":
+        parts = []
+        while size := int((await reader.readline()).split(b";")[0], 16):
+            parts.append(await reader.readexactly(size))
+            await reader.readline()
+        await reader.readline()
+        return b"".join(parts)
+    return await reader.read()
+
+
+async def request(service: PodmanService, method: str, path: str, body: Any = None) -> Any:
+    """One JSON request/response; API errors become ``SandboxGone`` (404/409) or ``SandboxError``."""
+    status, headers, reader, writer = await _send(service, method, path, body)
+    try:
+        payload = await _read_body(status, headers, reader)
+    finally:
+        writer.close()
+    decoded = json.loads(payload) if payload.strip() else None
+    if status >= 400:
+        message = (
+            decoded.get("message", payload.decode(errors="replace")) if isinstance(decoded, dict) else payload
+        )
+        error = SandboxGone if status in (404, 409) else SandboxError
+        raise error(f"podman API {method} {path} answered {status}: {message}")
+    return decoded
+
+
+class ExecStream:
+    """A started exec session: write stdin, read demultiplexed (stream, bytes) frames."""
+
+    def __init__(self, exec_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.exec_id = exec_id
+        self._reader = reader
+        self._writer = writer
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    def close_stdin(self) -> None:
+        if self._writer.can_write_eof() and not self._writer.is_closing():
+            self._writer.write_eof()
+
+    async def read_frame(self) -> tuple[int, bytes] | None:
+        """Next (stream, payload); None at end of stream."""
+        try:
+            header = await self._reader.readexactly(8)
+            kind, size = struct.unpack(">BxxxL", header)
+            return kind, await self._reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            return None
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def exec_create(
+    service: PodmanService,
+    container_id: str,
+    argv: list[str],
+    *,
+    env: dict[str, str],
+    workdir: str | None,
+    user: str | None,
+    stdin: bool,
+) -> str:
+    body = {
+        "AttachStdin": stdin,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "Cmd": argv,
+        "Env": [f"{k}={v}" for k, v in env.items()],
+        "Tty": False,
+    }
+    if workdir:
+        body["WorkingDir"] = workdir
+    if user:
+        body["User"] = user
+    return (await request(service, "POST", f"/containers/{container_id}/exec", body))["Id"]
+
+
+async def exec_start(service: PodmanService, exec_id: str) -> ExecStream:
+    """Start an exec session on a hijacked connection (stdin and output on one socket)."""
+    status, headers, reader, writer = await _send(
+        service, "POST", f"/exec/{exec_id}/start", {"Detach": False}
+    )
+    if status >= 400:
+        payload = await _read_body(status, headers, reader)
+        writer.close()
+        error = SandboxGone if status in (404, 409) else SandboxError
+        raise error(f"podman could not start exec {exec_id[:12]}: {status} {payload[:300]!r}")
+    return ExecStream(exec_id, reader, writer)
+
+
+async def exec_exit_code(service: PodmanService, exec_id: str) -> int | None:
+    """The exit code of a finished exec session (None while it still runs)."""
+    info = await request(service, "GET", f"/exec/{exec_id}/json")
+    return None if info.get("Running") else info.get("ExitCode")
