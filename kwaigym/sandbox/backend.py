@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 
-from kwaigym.errors import ImageError, SandboxError, SandboxGone
+from kwaigym.errors import ImageError, SandboxError
 from kwaigym.sandbox import network, reaper, wire
 from kwaigym.sandbox.base import SandboxSpec
 from kwaigym.sandbox.podman import PodmanSandbox, container_spec, owner_id, remove_container
@@ -65,9 +65,11 @@ class PodmanBackend:
         try:
             try:
                 container_id = (await wire.request(self.service, "POST", "/containers/create", body))["Id"]
-            except SandboxGone as exc:  # 404: the image is missing
+            except SandboxError as exc:
+                if not any(p in exc.message for p in ("image not known", "no such image")):
+                    raise
                 raise ImageError(
-                    f"image {spec.image!r} is not on the podman host ({exc}); build or pull it first "
+                    f"image {spec.image!r} is not on the podman host; build or pull it first "
                     "(`kwaigym images build DIR`, `kwaigym images bootstrap`)",
                     episode_id=spec.episode_id,
                 ) from None

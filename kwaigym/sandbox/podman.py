@@ -61,11 +61,40 @@ _KILL_MARKED = (
     'for d in /proc/[0-9]*; do case "$(tr "\\0" "\\n" < "$d/environ" 2>/dev/null)" in '
     '*"{env}={marker}"*) kill -9 "${{d#/proc/}}" 2>/dev/null;; esac; done; true'
 )
+# Shell builtins only: when the pids limit is hit, the probe must not need a second process.
 _LIMIT_PROBE = (
-    "cat /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control "
-    "/sys/fs/cgroup/pids.events /sys/fs/cgroup/pids/pids.events 2>/dev/null; "
-    "df -Pk {workdir} 2>/dev/null | tail -n 1"
+    "for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control "
+    "/sys/fs/cgroup/pids.events /sys/fs/cgroup/pids/pids.events; do "
+    '[ -r "$f" ] && while read -r line; do echo "${f##*/} $line"; done < "$f"; done; true'
 )
+_DISK_PROBE = "df -Pk {workdir} 2>/dev/null | tail -n 1"
+_CGROUP_FILES = (  # on the host; v1 controllers are separate trees, v2 is one
+    "/sys/fs/cgroup/memory{path}/memory.oom_control",
+    "/sys/fs/cgroup{path}/memory.events",
+    "/sys/fs/cgroup/pids{path}/pids.events",
+    "/sys/fs/cgroup{path}/pids.events",
+)
+
+
+def _parse_counters(text: str) -> dict[str, int]:
+    """``oom_kill`` from the memory files and ``max`` (failed forks) from the pids files."""
+    found = {}
+    for name, key, value in re.findall(r"^(\S+) (oom_kill|max) (\d+)$", text, re.M):
+        if name.startswith("memory") and key == "oom_kill":
+            found["oom_kill"] = int(value)
+        elif name.startswith("pids") and key == "max":
+            found["pids_max"] = int(value)
+    return found
+
+
+def _host_counters(cgroup_path: str) -> dict[str, int]:
+    lines = []
+    for template in _CGROUP_FILES:
+        path = template.format(path=cgroup_path)
+        if cgroup_path and os.path.exists(path):
+            with open(path) as f:
+                lines += [f"{os.path.basename(path)} {line.strip()}" for line in f]
+    return _parse_counters("\n".join(lines))
 
 
 class _StillRunning(Exception):
@@ -153,10 +182,10 @@ class PodmanSandbox:
         self.episode_id = spec.episode_id
         self._deadline = time.monotonic() + spec.resources.wall_time_s
         self._session = ShellSession(self)
-        self._counters = {"oom_kill": 0, "max": 0}
-        self._closed = False
+        self._counters: dict[str, int] = {}
+        self._cgroup: str | None = None
+        self._closing: asyncio.Future | None = None
         self._timer = asyncio.get_running_loop().call_later(spec.resources.wall_time_s, self._expire)
-        self._expiry: asyncio.Task | None = None
 
     # -- exec --------------------------------------------------------------------------------------
 
@@ -297,25 +326,42 @@ class PodmanSandbox:
             return
         if result.exit_code < 126 and not any(h in result.output for h in _LIMIT_HINTS):
             return
-        probe = await self.exec_raw(_LIMIT_PROBE.format(workdir=self.spec.workdir))
-        counters = {k: int(v) for k, v in re.findall(r"^(oom_kill|max) (\d+)$", probe, re.M)}
+        counters = await self._limit_counters()
         where = {"result": result, "episode_id": self.episode_id}
-        if counters.get("oom_kill", 0) > self._counters["oom_kill"]:
-            self._counters.update(counters)
-            raise SandboxOOM(
-                f"a process was killed for exceeding the memory limit of {self.spec.resources.memory_mb} MB",
-                **where,
-            )
-        if counters.get("max", 0) > self._counters["max"]:
-            self._counters.update(counters)
+        grew = {k for k, v in counters.items() if isinstance(v, int) and v > self._counters.get(k, 0)}
+        self._counters.update({k: v for k, v in counters.items() if isinstance(v, int)})
+        if "oom_kill" in grew:
+            limit = self.spec.resources.memory_mb
+            raise SandboxOOM(f"a process was killed for exceeding the memory limit of {limit} MB", **where)
+        if "pids_max" in grew:
             raise SandboxPidsExceeded(
                 f"a fork failed at the limit of {self.spec.resources.pids} processes", **where
             )
-        df = probe.strip().splitlines()[-1].split() if probe.strip() else []
-        if self.spec.resources.disk_mb and len(df) >= 4 and df[3].isdigit() and int(df[3]) < 256:
-            raise SandboxDiskFull(
-                f"the workdir {self.spec.workdir} is full (bound: {self.spec.resources.disk_mb} MB)", **where
-            )
+        avail = counters.get("disk_avail_kb")
+        if self.spec.resources.disk_mb and avail is not None and avail < 256:
+            bound = self.spec.resources.disk_mb
+            raise SandboxDiskFull(f"the workdir {self.spec.workdir} is full (bound: {bound} MB)", **where)
+
+    async def _limit_counters(self) -> dict[str, int]:
+        """OOM kills and failed forks so far (and free workdir space when bounded).
+
+        On a local service the cgroup files are read from the host: a sandbox at its pids limit may
+        have no slot left for one more process. A remote host is asked from inside the sandbox.
+        """
+        counters: dict[str, int] = {}
+        if self.service.is_local:
+            if self._cgroup is None:
+                info = await wire.request(self.service, "GET", f"/containers/{self.id}/json")
+                self._cgroup = info["State"].get("CgroupPath") or ""
+            counters = await asyncio.to_thread(_host_counters, self._cgroup)
+        disk = _DISK_PROBE.format(workdir=self.spec.workdir) if self.spec.resources.disk_mb else ""
+        if not counters or disk:
+            probe = await self.exec_raw("; ".join(p for p in ("" if counters else _LIMIT_PROBE, disk) if p))
+            counters = counters or _parse_counters(probe)
+            df = probe.strip().splitlines()[-1].split() if disk and probe.strip() else []
+            if len(df) >= 4 and df[3].isdigit():
+                counters["disk_avail_kb"] = int(df[3])
+        return counters
 
     async def exec_raw(self, script: str) -> str:
         """Run a short internal command as root and return its stdout (no limit checks)."""
@@ -406,7 +452,7 @@ class PodmanSandbox:
     # -- lifetime ----------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closing is not None:
             self._raise_if_expired()
             raise SandboxGone("the sandbox is closed", episode_id=self.episode_id)
 
@@ -419,16 +465,22 @@ class PodmanSandbox:
 
     def _expire(self) -> None:
         log.info("episode %s: sandbox wall time over, removing %s", self.episode_id, self.id[:12])
-        self._expiry = asyncio.ensure_future(self.close())
+        self._begin_close()
+
+    def _begin_close(self) -> asyncio.Future:
+        if self._closing is None:
+            self._timer.cancel()
+            self._closing = asyncio.ensure_future(self._remove())
+        return self._closing
+
+    async def _remove(self) -> None:
+        await self._session.close()
+        await remove_container(self.service, self.id)
 
     async def close(self) -> None:
-        """Kill and remove the container. Idempotent; survives cancellation of the caller."""
-        if self._closed:
-            return
-        self._closed = True
-        self._timer.cancel()
-        await self._session.close()
-        await asyncio.shield(remove_container(self.service, self.id))
+        """Kill and remove the container. Idempotent (a second call waits for the first);
+        the removal finishes even if the caller is cancelled."""
+        await asyncio.shield(self._begin_close())
 
 
 async def _pump(stream: wire.ExecStream, out: CappedBuffer, err: CappedBuffer) -> None:

@@ -29,17 +29,20 @@ async def _send(service: PodmanService, method: str, path: str, body: Any = None
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(data)}\r\n\r\n"
     )
-    writer.write(head.encode() + data)
-    await writer.drain()
-    status_line = await reader.readline()
-    if not status_line:
+    try:
+        writer.write(head.encode() + data)
+        await writer.drain()
+        status_line = await reader.readline()
+        if not status_line:
+            raise SandboxError(f"podman API closed the connection on {method} {path}")
+        status = int(status_line.split()[1])
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
+            key, _, value = line.decode("latin-1").partition(":")
+            headers[key.strip().lower()] = value.strip()
+    except BaseException:
         writer.close()
-        raise SandboxError(f"podman API closed the connection on {method} {path}")
-    status = int(status_line.split()[1])
-    headers = {}
-    while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
-        key, _, value = line.decode("latin-1").partition(":")
-        headers[key.strip().lower()] = value.strip()
+        raise
     return status, headers, reader, writer
 
 
@@ -135,8 +138,10 @@ async def exec_start(service: PodmanService, exec_id: str) -> ExecStream:
         service, "POST", f"/exec/{exec_id}/start", {"Detach": False}
     )
     if status >= 400:
-        payload = await _read_body(status, headers, reader)
-        writer.close()
+        try:
+            payload = await _read_body(status, headers, reader)
+        finally:
+            writer.close()
         error = SandboxGone if status in (404, 409) else SandboxError
         raise error(f"podman could not start exec {exec_id[:12]}: {status} {payload[:300]!r}")
     return ExecStream(exec_id, reader, writer)

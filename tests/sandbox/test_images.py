@@ -12,7 +12,6 @@ import pytest
 from kwaigym.errors import ConfigError, HostSetupError, ImageError
 from kwaigym.sandbox import images
 from kwaigym.sandbox.images import ImageStore, bootstrap_tag, context_tag, debian_mirror, parse_apt_mirror
-from kwaigym.sandbox.service import PodmanService
 
 ONE_LINE = """\
 # deb http://commented.example/debian bookworm main
@@ -139,20 +138,6 @@ def test_bootstrap_tag():
 # --- against podman --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def service():
-    """One private podman service for the module."""
-    svc = PodmanService().start_sync()
-    yield svc
-    svc.close()
-
-
-@pytest.fixture(scope="module")
-def base(service) -> str:
-    """The shared Debian base (bootstrapped on first use, about 100 s); never removed by these tests."""
-    return asyncio.run(ImageStore(service).base_image())
-
-
 @pytest.fixture
 async def store(service):
     """A store whose built images are removed after the test."""
@@ -182,9 +167,9 @@ def _unique_context(root: Path, base: str, containerfile: str = "Containerfile")
 
 
 @pytest.mark.podman
-async def test_build_then_cache_hit(store, base, tmp_path):
+async def test_build_then_cache_hit(store, base_image, tmp_path):
     """A build makes the content-addressed image; building again returns the same tag at once."""
-    ctx = _unique_context(tmp_path / "ctx", base)
+    ctx = _unique_context(tmp_path / "ctx", base_image)
     tag = await store.build(ctx)
     assert await store.exists(tag)
     start = time.monotonic()
@@ -193,11 +178,11 @@ async def test_build_then_cache_hit(store, base, tmp_path):
 
 
 @pytest.mark.podman
-async def test_list_shows_built_image_and_remove_cleans_up(store, base, tmp_path):
+async def test_list_shows_built_image_and_remove_cleans_up(store, base_image, tmp_path):
     """`list` shows kwaigym's images only; `remove` deletes one, and removing it again is no error."""
-    tag = await store.build(_unique_context(tmp_path / "ctx", base))
+    tag = await store.build(_unique_context(tmp_path / "ctx", base_image))
     listed = {info.ref: info for info in await store.list()}
-    assert tag in listed and base in listed
+    assert tag in listed and base_image in listed
     assert listed[tag].size_mb > 1 and len(listed[tag].id) == 12
     assert all(ref.startswith("localhost/kwaigym/") for ref in listed)
     await store.remove(tag)
@@ -207,9 +192,9 @@ async def test_list_shows_built_image_and_remove_cleans_up(store, base, tmp_path
 
 
 @pytest.mark.podman
-async def test_build_dockerfile_with_args_and_no_network(store, base, tmp_path):
+async def test_build_dockerfile_with_args_and_no_network(store, base_image, tmp_path):
     """A Dockerfile is found when there is no Containerfile; build args and network='none' reach RUN."""
-    ctx = _unique_context(tmp_path / "ctx", base, containerfile="Dockerfile")
+    ctx = _unique_context(tmp_path / "ctx", base_image, containerfile="Dockerfile")
     with (ctx / "Dockerfile").open("a") as f:
         f.write('ARG WHO\nRUN test "$WHO" = kwaigym && test "$(grep -c : /proc/net/dev)" = 1\n')
     tag = await store.build(ctx, build_args={"WHO": "kwaigym"}, network="none")
@@ -217,9 +202,9 @@ async def test_build_dockerfile_with_args_and_no_network(store, base, tmp_path):
 
 
 @pytest.mark.podman
-async def test_build_default_network_is_not_the_hosts(store, base, tmp_path):
+async def test_build_default_network_is_not_the_hosts(store, base_image, tmp_path):
     """RUN steps of a default build get their own network namespace, as with `podman build`."""
-    ctx = _unique_context(tmp_path / "ctx", base)
+    ctx = _unique_context(tmp_path / "ctx", base_image)
     with (ctx / "Containerfile").open("a") as f:
         f.write('ARG HOST_NETNS\nRUN test "$(readlink /proc/self/ns/net)" != "$HOST_NETNS"\n')
     host_netns = os.readlink("/proc/self/ns/net")
@@ -227,9 +212,9 @@ async def test_build_default_network_is_not_the_hosts(store, base, tmp_path):
 
 
 @pytest.mark.podman
-async def test_containerfile_outside_context(store, base, tmp_path):
+async def test_containerfile_outside_context(store, base_image, tmp_path):
     """A Containerfile outside the context is used without writing anything into the context."""
-    ctx = _unique_context(tmp_path / "ctx", base)
+    ctx = _unique_context(tmp_path / "ctx", base_image)
     outside = tmp_path / "elsewhere.Containerfile"
     (ctx / "Containerfile").rename(outside)
     before = sorted(p.name for p in ctx.iterdir())
@@ -239,11 +224,11 @@ async def test_containerfile_outside_context(store, base, tmp_path):
 
 
 @pytest.mark.podman
-async def test_failed_build_gives_image_error_with_log(store, base, tmp_path):
+async def test_failed_build_gives_image_error_with_log(store, base_image, tmp_path):
     """A failing RUN raises ImageError carrying the tail of the build log."""
     ctx = tmp_path / "bad"
     ctx.mkdir()
-    (ctx / "Containerfile").write_text(f"FROM {base}\nRUN echo marker-{time.time_ns()} && exit 3\n")
+    (ctx / "Containerfile").write_text(f"FROM {base_image}\nRUN echo marker-{time.time_ns()} && exit 3\n")
     marker = (ctx / "Containerfile").read_text().split()[-4]
     with pytest.raises(ImageError) as info:
         await store.build(ctx)
@@ -261,9 +246,9 @@ async def test_missing_containerfile_is_config_error(store, tmp_path):
 
 
 @pytest.mark.podman
-async def test_ensure_present_and_missing(store, base):
+async def test_ensure_present_and_missing(store, base_image):
     """`ensure` returns a present image; a missing one with pull=False says how to get one."""
-    assert await store.ensure(base, pull=False) == base
+    assert await store.ensure(base_image, pull=False) == base_image
     with pytest.raises(ImageError, match="kwaigym images bootstrap"):
         await store.ensure("localhost/kwaigym/none:missing", pull=False)
 
@@ -295,11 +280,11 @@ async def test_pull_from_a_server_that_is_no_registry(store):
 
 
 @pytest.mark.podman
-async def test_base_image_is_cached(store, base):
-    """The base image has the default packages' tag, and asking again is a cache hit."""
-    assert base == bootstrap_tag("bookworm", images.DEFAULT_PACKAGES)
+async def test_base_image_is_cached(store, base_image):
+    """The base_image image has the default packages' tag, and asking again is a cache hit."""
+    assert base_image == bootstrap_tag("bookworm", images.DEFAULT_PACKAGES)
     start = time.monotonic()
-    assert await store.base_image() == base
+    assert await store.base_image() == base_image
     assert time.monotonic() - start < 1.0
 
 

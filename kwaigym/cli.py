@@ -1,0 +1,130 @@
+"""The ``kwaigym`` command.
+
+    kwaigym setup                         prepare this host (root): podman, config, base image
+    kwaigym images list [--all]           kwaigym's images (or all)
+    kwaigym images bootstrap              build the Debian base image from Debian's archive (cached)
+    kwaigym images build DIR [-f FILE]    build a Containerfile context (content-addressed, cached)
+    kwaigym sandbox run [--image I] CMD   run one command in a fresh sandbox, print its output
+    kwaigym sandbox list                  kwaigym's containers and whether they are leftovers
+    kwaigym sandbox prune [--all]         remove leftovers of crashed runs (or every sandbox)
+
+``--url`` selects a podman service (``tcp://``, ``ssh://``, ``unix://``); the default is a
+private local one, started for the command and stopped after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+
+from kwaigym.errors import KwaigymError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kwaigym", description="Agentic-coding RL environments in sandboxes."
+    )
+    parser.add_argument("--url", help="podman service URL (default: a private local service)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("setup", help="prepare this host: packages, podman config, base image (root)")
+
+    images = sub.add_parser("images", help="list, bootstrap and build sandbox images").add_subparsers(
+        dest="action", required=True
+    )
+    ls = images.add_parser("list", help="kwaigym's images")
+    ls.add_argument("--all", action="store_true", help="every image on the host")
+    boot = images.add_parser("bootstrap", help="Debian base image from Debian's archive (cached)")
+    boot.add_argument("--suite", default="bookworm")
+    boot.add_argument("--package", action="append", dest="packages", help="package to include (repeatable)")
+    build = images.add_parser("build", help="build a Containerfile context (content-addressed tag)")
+    build.add_argument("context")
+    build.add_argument("-f", "--file", help="Containerfile (default: Containerfile or Dockerfile in context)")
+    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+
+    sandbox = sub.add_parser("sandbox", help="run, list and prune sandboxes").add_subparsers(
+        dest="action", required=True
+    )
+    run = sandbox.add_parser("run", help="run one command in a fresh sandbox")
+    run.add_argument("--image", help="image (default: the base image)")
+    run.add_argument("--network", choices=("none", "open"), default="none")
+    run.add_argument("--timeout", type=float, default=60.0)
+    run.add_argument("cmd", help="shell command")
+    sandbox.add_parser("list", help="kwaigym's containers")
+    prune = sandbox.add_parser("prune", help="remove leftovers of crashed runs")
+    prune.add_argument("--all", action="store_true", help="remove every kwaigym container, live or not")
+    return parser
+
+
+async def _images(args, service) -> int:
+    from kwaigym.sandbox.images import DEFAULT_PACKAGES, ImageStore
+
+    store = ImageStore(service)
+    if args.action == "list":
+        for info in await store.list(all=args.all):
+            print(f"{info.ref:60} {info.id:14} {info.size_mb:8.1f} MB  {info.created:%Y-%m-%d %H:%M}")
+    elif args.action == "bootstrap":
+        print(await store.bootstrap(suite=args.suite, packages=tuple(args.packages or DEFAULT_PACKAGES)))
+    elif args.action == "build":
+        pairs = [a.partition("=") for a in args.build_arg]
+        print(
+            await store.build(args.context, containerfile=args.file, build_args={k: v for k, _, v in pairs})
+        )
+    return 0
+
+
+async def _sandbox(args, service) -> int:
+    from kwaigym.sandbox import NetworkPolicy, PodmanBackend, SandboxSpec
+    from kwaigym.sandbox.images import ImageStore
+    from kwaigym.sandbox.reaper import list_sandboxes, prune
+
+    if args.action == "list":
+        for box in await list_sandboxes(service):
+            print(f"{box.id[:12]}  episode={box.episode_id}  owner={box.owner}  {box.reason or 'live'}")
+    elif args.action == "prune":
+        removed = await prune(service, everything=args.all)
+        print(f"removed {len(removed)} sandbox(es)")
+    elif args.action == "run":
+        image = args.image or await ImageStore(service).base_image()
+        spec = SandboxSpec(
+            image=image, episode_id=f"cli-{uuid.uuid4().hex[:8]}", network=NetworkPolicy(mode=args.network)
+        )
+        async with PodmanBackend(service) as backend, backend.sandbox(spec) as sb:
+            result = await sb.exec(args.cmd, timeout=args.timeout)
+        sys.stdout.write(result.stdout)
+        sys.stderr.write(result.stderr)
+        return result.exit_code
+    return 0
+
+
+async def _main(args) -> int:
+    from kwaigym.sandbox.service import PodmanService
+
+    if args.command == "setup":
+        from kwaigym.host import setup_host
+
+        setup_host()
+    async with PodmanService(args.url) as service:
+        if args.command == "setup":
+            from kwaigym.sandbox.images import ImageStore
+
+            print(f"base image: {await ImageStore(service).base_image()}")
+            return 0
+        return await (_images if args.command == "images" else _sandbox)(args, service)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(_main(args))
+    except KwaigymError as exc:
+        print(f"kwaigym: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
