@@ -24,6 +24,7 @@ import contextlib
 import json
 import socket
 import statistics
+import sys
 import time
 import uuid
 from subprocess import DEVNULL, PIPE
@@ -211,6 +212,10 @@ if __name__ == "__main__":
     parser.add_argument("--image", help="image to start (default: the kwaigym Debian base image)")
     cli = parser.parse_args()
     started = time.perf_counter()
-    result = asyncio.run(main(cli))
+    try:
+        result = asyncio.run(main(cli))
+    except KeyboardInterrupt:
+        print("interrupted; the sandboxes of this run were removed", file=sys.stderr)
+        sys.exit(130)
     report(result, time.perf_counter() - started, cli.quick)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))

@@ -39,6 +39,7 @@ class PodmanBackend:
         self._reap = reap
         self._owner = owner_id()
         self._live: dict[str, PodmanSandbox] = {}
+        self._cleanups: set[asyncio.Future] = set()
         self._started = False
 
     @property
@@ -57,11 +58,36 @@ class PodmanBackend:
         return self
 
     async def create(self, spec: SandboxSpec) -> PodmanSandbox:
-        """Create, start and firewall a sandbox; on any failure nothing is left behind."""
+        """Create, start and firewall a sandbox; on any failure or cancellation nothing is left behind.
+
+        The podman calls run in a shielded task: cancelling the caller cannot cut a create request
+        short after the server acted on it. A sandbox finished after its caller was cancelled is
+        removed at once.
+        """
         await self.start()
+        task = asyncio.ensure_future(self._start(spec))
+        try:
+            sandbox = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cleanup = asyncio.ensure_future(self._discard(task))
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+            raise
+        self._live[sandbox.id] = sandbox
+        return sandbox
+
+    @staticmethod
+    async def _discard(task: asyncio.Future) -> None:
+        """Remove the sandbox of a start whose caller was cancelled, once the start is done."""
+        try:
+            sandbox = await task
+        except BaseException:  # noqa: BLE001 - a failed start already removed its container
+            return
+        await sandbox.close()
+
+    async def _start(self, spec: SandboxSpec) -> PodmanSandbox:
         name = f"kwaigym-{_slug(spec.episode_id)}-{uuid.uuid4().hex[:8]}"
         body = container_spec(spec, name=name, owner=self._owner)
-        container_id = None
         try:
             try:
                 container_id = (await wire.request(self.service, "POST", "/containers/create", body))["Id"]
@@ -77,17 +103,14 @@ class PodmanBackend:
             if spec.network.mode == "proxy":
                 info = await wire.request(self.service, "GET", f"/containers/{container_id}/json")
                 await network.apply_policy(spec.network, info["State"]["Pid"], local=self.service.is_local)
-            sandbox = PodmanSandbox(self.service, spec, container_id)
+            return PodmanSandbox(self.service, spec, container_id)
         except BaseException as exc:
-            if container_id is not None:
-                await asyncio.shield(remove_container(self.service, container_id))
+            await remove_container(self.service, name)  # by name: also when the create answer was lost
             if isinstance(exc, SandboxError) and not isinstance(exc, ImageError) and exc.episode_id is None:
                 raise SandboxError(
                     f"could not start the sandbox: {exc.message}", episode_id=spec.episode_id
                 ) from exc
             raise
-        self._live[sandbox.id] = sandbox
-        return sandbox
 
     async def destroy(self, sandbox: PodmanSandbox) -> None:
         """Close ``sandbox`` and forget it."""
@@ -108,6 +131,7 @@ class PodmanBackend:
     async def close(self) -> None:
         """Remove every sandbox still open, then stop the service if this backend started it."""
         await asyncio.gather(*(self.destroy(sb) for sb in list(self._live.values())), return_exceptions=True)
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
         if self._owns_service:
             await self.service.aclose()
         self._started = False

@@ -55,7 +55,9 @@ async def test_endless_loop_times_out(backend, spec):
 async def test_huge_output_is_capped_with_marker(backend, spec):
     """Output past the cap keeps head and tail, says how much was dropped, and memory stays bounded."""
     async with backend.sandbox(spec()) as sb:
-        result = await sb.exec("echo FIRST; head -c 20000000 /dev/zero | tr '\\0' x; echo; echo LAST", max_output=4096)
+        result = await sb.exec(
+            "echo FIRST; head -c 20000000 /dev/zero | tr '\\0' x; echo; echo LAST", max_output=4096
+        )
     assert result.truncated and result.exit_code == 0
     assert result.stdout.startswith("FIRST\n") and result.stdout.endswith("LAST\n")
     assert "bytes of output truncated" in result.stdout

@@ -58,7 +58,9 @@ async def test_workdir_bound_keeps_image_content(backend, spec, base_image):
 async def test_cpu_quota_is_applied(backend, spec):
     """The cgroup carries the requested CPU quota."""
     async with backend.sandbox(spec(resources=Resources(cpus=0.5))) as sb:
-        quota = await sb.exec("cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        quota = await sb.exec(
+            "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us"
+        )
     assert quota.stdout.split()[0] == "50000"
 
 
