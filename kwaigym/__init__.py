@@ -1,0 +1,54 @@
+"""kwaigym: Gymnasium environments for agentic-coding RL.
+
+Real coding agents run unmodified in podman sandboxes; their model calls are
+intercepted and answered by your policy; a verifier scores the result. This
+release holds the sandbox layer:
+
+    import asyncio
+    from kwaigym import PodmanBackend, SandboxSpec, ImageStore
+
+    async def main():
+        async with PodmanBackend() as backend:
+            image = await ImageStore(backend.service).base_image()
+            async with backend.sandbox(SandboxSpec(image=image, episode_id="ep-1")) as sb:
+                print((await sb.shell("python3 --version")).stdout)
+
+    asyncio.run(main())
+
+Importing kwaigym starts nothing, prints nothing and does not import torch.
+"""
+
+from kwaigym import errors
+from kwaigym.sandbox import (
+    PROXY_HOST,
+    ExecResult,
+    Mount,
+    NetworkPolicy,
+    PodmanBackend,
+    PodmanSandbox,
+    PodmanService,
+    Resources,
+    Sandbox,
+    SandboxPool,
+    SandboxSpec,
+)
+from kwaigym.sandbox.images import ImageStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROXY_HOST",
+    "ExecResult",
+    "ImageStore",
+    "Mount",
+    "NetworkPolicy",
+    "PodmanBackend",
+    "PodmanSandbox",
+    "PodmanService",
+    "Resources",
+    "Sandbox",
+    "SandboxPool",
+    "SandboxSpec",
+    "__version__",
+    "errors",
+]
