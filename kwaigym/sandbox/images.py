@@ -25,7 +25,6 @@ service may be remote: the tree is streamed to it).
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import hashlib
 import io
 import json
@@ -33,18 +32,18 @@ import logging
 import os
 import re
 import shutil
-import signal
 import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import attrs
 
 from kwaigym.errors import ConfigError, HostSetupError, ImageError
+from kwaigym.sandbox.debian import LOG_TAIL_LINES, debian_mirror, debootstrap, log_tail, remove_tree
 from kwaigym.sandbox.service import PodmanService, is_transient
 
 log = logging.getLogger(__name__)
@@ -52,12 +51,9 @@ log = logging.getLogger(__name__)
 PREFIX = "localhost/kwaigym/"
 #: The base image of kwaigym's sandboxes; python3 because the built-in ``mini`` agent needs it.
 DEFAULT_PACKAGES: tuple[str, ...] = ("python3", "git", "ca-certificates", "patch", "procps")
-MIRROR_ENV = "KWAIGYM_DEBIAN_MIRROR"
 
 _PROBE_TIMEOUT_S = 3.0
 _STALL_TIMEOUT_S = 3600.0  # longest silence of a pull, build or import stream (a RUN step may be quiet)
-_DEBOOTSTRAP_TIMEOUT_S = 1800.0
-_LOG_TAIL_LINES = 40
 _INJECTED = ".kwaigym.Containerfile"  # where a Containerfile from outside the context goes in the tar
 _DEBIAN_NAME = re.compile(r"^[a-z0-9][a-z0-9+.-]*$")
 _HOW_TO_GET = (
@@ -74,65 +70,6 @@ class ImageInfo:
     id: str  #: short image id (12 hex)
     size_mb: float  #: size in MB (10**6 bytes), as ``podman images`` shows it
     created: datetime  #: creation time, UTC
-
-
-# --- the Debian mirror, from apt's sources (pure functions) ----------------------------------------
-
-
-def apt_source_files(apt_dir: str | os.PathLike = "/etc/apt") -> list[Path]:
-    """apt's source files in its reading order: sources.list, then sources.list.d/*.{list,sources}."""
-    parts = Path(apt_dir, "sources.list.d")
-    extra = [*parts.glob("*.list"), *parts.glob("*.sources")] if parts.is_dir() else []
-    return [p for p in [Path(apt_dir, "sources.list"), *sorted(extra)] if p.is_file()]
-
-
-def _one_line_entries(text: str) -> Iterator[tuple[str, list[str]]]:
-    """(uri, [suite]) of each ``deb [options] uri suite components...`` line."""
-    for line in text.splitlines():
-        words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()  # options may hold spaces
-        if len(words) >= 3 and words[0] == "deb":
-            yield words[1], [words[2]]
-
-
-def _deb822_entries(text: str) -> Iterator[tuple[str, list[str]]]:
-    """(uri, suites) for each URI of each enabled stanza whose Types include ``deb``."""
-    for stanza in re.split(r"\n\s*\n", text):
-        lines = [line for line in stanza.splitlines() if not line.startswith("#")]
-        # a field runs on over continuation lines, which start with white space
-        fields = {k.lower(): v for k, v in re.findall(r"^(\S+?):(.*(?:\n[ \t].*)*)", "\n".join(lines), re.M)}
-        if "deb" in fields.get("types", "").split() and fields.get("enabled", "yes").strip().lower() != "no":
-            for uri in fields.get("uris", "").split():
-                yield uri, fields.get("suites", "").split()
-
-
-def parse_apt_mirror(sources: Iterable[tuple[str, str]], suite: str) -> str | None:
-    """The first URI apt uses for exactly ``suite`` (not ``<suite>-security`` or ``-updates``).
-
-    Args:
-        sources: (file name, text) pairs in apt's reading order; names ending in
-            ``.sources`` are deb822, others the one-line format.
-        suite: a plain suite name such as ``bookworm``.
-    """
-    for name, text in sources:
-        entries = _deb822_entries(text) if name.endswith(".sources") else _one_line_entries(text)
-        for uri, suites in entries:
-            if suite in suites and uri.split(":", 1)[0] in ("http", "https", "file"):
-                return uri
-    return None
-
-
-def debian_mirror(suite: str, mirror: str | None = None, files: Sequence[Path] | None = None) -> str:
-    """Where to debootstrap ``suite`` from: ``mirror``, else $KWAIGYM_DEBIAN_MIRROR, else apt's sources."""
-    if chosen := mirror or os.environ.get(MIRROR_ENV):
-        return chosen
-    files = apt_source_files() if files is None else files
-    if found := parse_apt_mirror(((str(p), p.read_text(errors="replace")) for p in files), suite):
-        return found
-    raise HostSetupError(
-        f"no Debian mirror for suite {suite!r} in this machine's apt sources "
-        f"({', '.join(map(str, files)) or 'none found'}): expected an entry whose suite is exactly "
-        f"{suite!r}. Pass mirror=URL or set {MIRROR_ENV}=URL to a Debian archive that carries {suite!r}."
-    )
 
 
 # --- content addressing (pure functions) -----------------------------------------------------------
@@ -225,11 +162,6 @@ def _write_context_tar(plan: _BuildPlan, tar_path: Path) -> None:
             info = tarfile.TarInfo(_INJECTED)
             info.size = len(data := plan.injected.encode())
             tar.addfile(info, io.BytesIO(data))
-
-
-def _log_tail(lines: Iterable[str]) -> str:
-    tail = [line for line in "".join(lines).splitlines() if line.strip()][-_LOG_TAIL_LINES:]
-    return "\n".join(tail) or "(no output)"
 
 
 def _registry_address(ref: str) -> tuple[str, int] | None:
@@ -363,7 +295,7 @@ class ImageStore:
             lines = [r.get("stream") or f"{r.get('error', '')}\n" for r in report]
             raise ImageError(
                 f"{what} failed: {errors[-1].strip()}\n"
-                f"--- build log, last {_LOG_TAIL_LINES} lines ---\n{_log_tail(lines)}"
+                f"--- build log, last {LOG_TAIL_LINES} lines ---\n{log_tail(lines)}"
             )
 
     async def bootstrap(
@@ -394,7 +326,7 @@ class ImageStore:
             url = debian_mirror(suite, mirror)
             tree = tempfile.mkdtemp(prefix="kwaigym-debootstrap-")
             try:
-                await _debootstrap(program, suite, packages, tree, url)
+                await debootstrap(program, suite, packages, tree, url)
                 changes = [
                     "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "ENV LANG=C.UTF-8",
@@ -403,7 +335,7 @@ class ImageStore:
                 ]
                 await self._service.call(self._import_sync, await self._client(), tree, tag, changes)
             finally:
-                await asyncio.to_thread(_remove_tree, tree)
+                await asyncio.to_thread(remove_tree, tree)
             log.info("bootstrapped %s from %s", tag, url)
             return tag
 
@@ -461,58 +393,3 @@ class ImageStore:
             return
         except podman.errors.APIError as exc:
             raise ImageError(f"cannot remove {ref!r}: {exc}; first remove the containers using it") from exc
-
-
-# --- the host side of bootstrap --------------------------------------------------------------------
-
-
-async def _debootstrap(program: str, suite: str, packages: list[str], tree: str, mirror: str) -> None:
-    cmd = [program, "--variant=minbase", f"--include={','.join(packages)}", suite, tree, mirror]
-    log.info("running %s", " ".join(cmd))
-    pipe, out = subprocess.PIPE, subprocess.STDOUT
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdin=subprocess.DEVNULL, stdout=pipe, stderr=out, start_new_session=True
-    )
-    try:
-        output, _ = await asyncio.wait_for(proc.communicate(), _DEBOOTSTRAP_TIMEOUT_S)
-    except BaseException:  # timeout or cancel: kill its whole session, so the chroot'ed dpkg goes too
-        os.killpg(proc.pid, signal.SIGKILL)
-        await asyncio.shield(proc.wait())
-        raise
-    if proc.returncode != 0:
-        detail = Path(tree, "debootstrap", "debootstrap.log")  # where debootstrap explains a failure
-        text = await asyncio.to_thread(lambda: detail.read_text(errors="replace") if detail.is_file() else "")
-        raise ImageError(
-            f"debootstrap of {suite} from {mirror} failed (exit {proc.returncode}); check that this mirror "
-            f"carries {suite!r} or set {MIRROR_ENV}=URL\n--- log, last {_LOG_TAIL_LINES} lines ---\n"
-            + _log_tail([output.decode(errors="replace"), text])
-        )
-    await asyncio.to_thread(_prune_tree, Path(tree))
-
-
-def _prune_tree(tree: Path) -> None:
-    """Drop the downloaded .debs and package indexes (about 100 MB); `apt-get update` refetches indexes."""
-    for pattern in ("var/cache/apt/archives/*.deb", "var/lib/apt/lists/*_*"):
-        for path in tree.glob(pattern):
-            path.unlink()
-
-
-def _mounts_under(path: str) -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        points = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) for line in f]
-    return sorted((p for p in points if p.startswith(path.rstrip("/") + "/")), key=len, reverse=True)
-
-
-def _remove_tree(tree: str) -> None:
-    """Remove the debootstrap tree after detaching whatever a killed debootstrap left mounted in it.
-
-    rmtree across a still-mounted /proc, /sys or bound /dev would reach into the host's own, so a
-    tree with mounts left is kept and logged instead.
-    """
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    for point in _mounts_under(tree):
-        libc.umount2(point.encode(), 2)  # MNT_DETACH
-    if left := _mounts_under(tree):
-        log.error("not removing %s: still mounted inside it: %s", tree, ", ".join(left))
-        return
-    shutil.rmtree(tree, ignore_errors=True)

@@ -96,9 +96,8 @@ class PodmanService:
         self._tmpdir: str | None = None
         self._api_url: str | None = None
         self._client = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_threads, thread_name_prefix="kwaigym-podman"
-        )
+        self._max_threads = max_threads
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._start_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -116,26 +115,29 @@ class PodmanService:
         """Start (or connect to) the service once; later calls return at once."""
         async with self._start_lock:
             if self._api_url is None:
-                await asyncio.get_running_loop().run_in_executor(None, self._start_sync)
+                # Spawned from this thread, not a worker: the child's parent-death signal follows
+                # the thread that forked it, and executor threads end before the process does.
+                self._spawn()
+                try:
+                    await asyncio.get_running_loop().run_in_executor(None, self._wait_ready)
+                except BaseException:
+                    self.close()
+                    raise
         return self
 
     def start_sync(self) -> PodmanService:
-        """Blocking variant of ``start`` for command-line tools."""
+        """Blocking variant of ``start`` for command-line tools and test fixtures."""
         if self._api_url is None:
-            self._start_sync()
+            self._spawn()
+            try:
+                self._wait_ready()
+            except BaseException:
+                self.close()
+                raise
         return self
 
-    def _start_sync(self) -> None:
-        if self.url is None:
-            api_url = self._spawn_private_service()
-        else:
-            api_url = self._resolve_url(self.url)
-        self._api_url = api_url
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.close()
-            raise
+    def _spawn(self) -> None:
+        self._api_url = self._spawn_private_service() if self.url is None else self._resolve_url(self.url)
 
     def _spawn_private_service(self) -> str:
         podman = shutil.which("podman")
@@ -246,8 +248,9 @@ class PodmanService:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
         self._api_url = None
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._executor = concurrent.futures.ThreadPoolExecutor(64, thread_name_prefix="kwaigym-podman")
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
@@ -285,6 +288,10 @@ class PodmanService:
 
     async def call(self, fn: Callable[..., T], *args, **kwargs) -> T:
         """Run a blocking podman-py call in the bounded pool, retrying transient failures."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                self._max_threads, thread_name_prefix="kwaigym-podman"
+            )
         bound = functools.partial(retry_transient(fn), *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._executor, bound)
 

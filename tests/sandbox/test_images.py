@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from kwaigym.errors import ConfigError, HostSetupError, ImageError
-from kwaigym.sandbox import images
-from kwaigym.sandbox.images import ImageStore, bootstrap_tag, context_tag, debian_mirror, parse_apt_mirror
+from kwaigym.sandbox import debian, images
+from kwaigym.sandbox.debian import debian_mirror, parse_apt_mirror
+from kwaigym.sandbox.images import ImageStore, bootstrap_tag, context_tag
 
 ONE_LINE = """\
 # deb http://commented.example/debian bookworm main
@@ -66,25 +67,25 @@ def test_mirror_from_deb822_format():
 
 def test_mirror_from_files_in_apt_order(tmp_path, monkeypatch):
     """Files are read in apt's order (sources.list first); the argument and env var override them."""
-    monkeypatch.delenv(images.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(debian.MIRROR_ENV, raising=False)
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list").write_text("deb http://other.example/ubuntu jammy main\n")
     (tmp_path / "sources.list.d" / "debian.sources").write_text(DEB822)
     (tmp_path / "sources.list.d" / "extra.list").write_text("deb http://extra.example/debian bookworm main\n")
-    files = images.apt_source_files(tmp_path)
+    files = debian.apt_source_files(tmp_path)
     assert [f.name for f in files] == ["sources.list", "debian.sources", "extra.list"]
     assert debian_mirror("bookworm", files=files) == "http://main.example/debian"
     assert debian_mirror("bookworm", "http://arg.example/debian", files=files) == "http://arg.example/debian"
-    monkeypatch.setenv(images.MIRROR_ENV, "http://env.example/debian")
+    monkeypatch.setenv(debian.MIRROR_ENV, "http://env.example/debian")
     assert debian_mirror("bookworm", files=files) == "http://env.example/debian"
 
 
 def test_no_mirror_is_a_host_setup_error(tmp_path, monkeypatch):
     """Without a matching apt entry the error names the suite and how to override."""
-    monkeypatch.delenv(images.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(debian.MIRROR_ENV, raising=False)
     (tmp_path / "sources.list").write_text("deb http://other.example/ubuntu jammy main\n")
-    with pytest.raises(HostSetupError, match=images.MIRROR_ENV):
-        debian_mirror("bookworm", files=images.apt_source_files(tmp_path))
+    with pytest.raises(HostSetupError, match=debian.MIRROR_ENV):
+        debian_mirror("bookworm", files=debian.apt_source_files(tmp_path))
 
 
 def _context(root: Path, text: str = "FROM scratch\nCOPY a.txt /a.txt\n") -> Path:
