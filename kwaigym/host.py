@@ -238,7 +238,23 @@ def podman_config_fixes(
 # --- the drop-in ---------------------------------------------------------------------------------
 
 
-def _toml_value(value: str | list[str]) -> str:
+#: Settings kwaigym wants on every host, fixes or not. Podman keeps each API exec's conmon alive
+#: for exit_command_delay (300 s by default) after the exec ends; a sandbox makes many execs, so
+#: thousands of idle conmon processes would pile up on the host. Exit codes are read at once.
+KWAIGYM_SETTINGS: dict[str, dict[str, str | int | list[str]]] = {"engine": {"exit_command_delay": 5}}
+
+
+def with_kwaigym_settings(fixes: dict) -> dict:
+    """``fixes`` plus ``KWAIGYM_SETTINGS`` (fixes win where both set a key)."""
+    merged = {table: dict(settings) for table, settings in KWAIGYM_SETTINGS.items()}
+    for table, settings in fixes.items():
+        merged.setdefault(table, {}).update(settings)
+    return merged
+
+
+def _toml_value(value: str | int | list[str]) -> str:
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, str):
         return json.dumps(value)  # a JSON string of plain text is a valid TOML basic string
     return "[" + ", ".join(json.dumps(v) for v in value) + "]"
@@ -255,8 +271,11 @@ def render_podman_config(fixes: dict[str, dict[str, str | list[str]]]) -> str:
         lines.append(
             "#   podman's default of 1048576 and cannot be raised; containers would fail in setrlimit."
         )
-    if "engine" in fixes:
+    if "runtime" in fixes.get("engine", {}):
         lines.append("# - runtime: cgroups are v1 or hybrid here, which crun refuses; runc works.")
+    if "exit_command_delay" in fixes.get("engine", {}):
+        lines.append("# - exit_command_delay: kwaigym's sandboxes run many execs; podman would keep a")
+        lines.append("#   conmon process per exec alive for 300 s after it ended.")
     for table, settings in fixes.items():
         lines += ["", f"[{table}]"]
         lines += [f"{key} = {_toml_value(value)}" for key, value in settings.items()]
@@ -343,7 +362,7 @@ def setup_host(image: str | None = None) -> dict:
     check_platform()
     installed = install_packages()
     fixes = podman_config_fixes()
-    dropin = write_podman_config(fixes)
+    dropin = write_podman_config(with_kwaigym_settings(fixes))
     info = verify_podman(image)
     if installed or dropin in ("written", "removed"):
         smoke_test_container()

@@ -182,3 +182,16 @@ def test_setup_host_is_a_fast_no_op_here(capsys):
     assert last.startswith("kwaigym host ready") and "installed []" in last
     assert "drop-in unchanged" in last or "drop-in absent" in last
     assert host.verify_podman()["host"]["ociRuntime"]["name"]
+
+
+def test_kwaigym_settings_always_go_in_the_drop_in(tmp_path):
+    """The exec-cleanup delay is written on every host, next to any detected fixes."""
+    import tomllib
+
+    merged = host.with_kwaigym_settings({"engine": {"runtime": "runc"}})
+    assert merged == {"engine": {"exit_command_delay": 5, "runtime": "runc"}}
+    assert host.with_kwaigym_settings({}) == host.KWAIGYM_SETTINGS
+    path = tmp_path / "50-kwaigym.conf"
+    host.write_podman_config(merged, path)
+    assert tomllib.loads(path.read_text()) == merged
+    assert "conmon" in path.read_text()

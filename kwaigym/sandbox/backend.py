@@ -12,16 +12,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 
 from kwaigym.errors import ImageError, SandboxError
 from kwaigym.sandbox import network, reaper, wire
-from kwaigym.sandbox.base import SandboxSpec
-from kwaigym.sandbox.podman import PodmanSandbox, container_spec, owner_id, remove_container
+from kwaigym.sandbox.base import LABEL, LABEL_DEADLINE, LABEL_EPISODE, LABEL_OWNER, SandboxSpec
+from kwaigym.sandbox.podman import PodmanSandbox, remove_container
+from kwaigym.sandbox.reaper import owner_id
 from kwaigym.sandbox.service import PodmanService
 
 log = logging.getLogger(__name__)
+
+
+_GRACE_S = 30  # a sandbox's PID 1 outlives the in-process wall-time timer by this much
+
+
+def container_spec(spec: SandboxSpec, *, name: str, owner: str) -> dict:
+    """The SpecGenerator document for ``spec``."""
+    res = spec.resources
+    memory = res.memory_mb * 1024 * 1024
+    mounts = [
+        {
+            "destination": m.target,
+            "type": "bind",
+            "source": m.source,
+            "options": ["rbind", "ro" if m.read_only else "rw"],
+        }
+        for m in spec.mounts
+    ]
+    if res.disk_mb is not None:
+        mounts.append(
+            {
+                "destination": spec.workdir,
+                "type": "tmpfs",
+                "source": "tmpfs",
+                "options": [f"size={res.disk_mb}m", "tmpcopyup", "exec"],
+            }
+        )
+    return {
+        "name": name,
+        "image": spec.image,
+        "command": ["sleep", str(int(res.wall_time_s) + _GRACE_S)],
+        "init": True,
+        "remove": True,
+        "labels": {
+            LABEL: "1",
+            LABEL_EPISODE: spec.episode_id,
+            LABEL_OWNER: owner,
+            LABEL_DEADLINE: str(int(time.time() + res.wall_time_s + _GRACE_S)),
+        },
+        "env": dict(spec.env),
+        "work_dir": spec.workdir,
+        "create_working_dir": True,
+        "no_new_privileges": True,
+        "stop_timeout": 0,
+        "mounts": mounts,
+        "resource_limits": {
+            "memory": {"limit": memory, "swap": memory},
+            "pids": {"limit": res.pids},
+            "cpu": {"quota": int(res.cpus * 100_000), "period": 100_000},
+        },
+        **network.podman_netns(spec.network),
+    }
 
 
 class PodmanBackend:

@@ -20,7 +20,6 @@ import asyncio
 import io
 import logging
 import os
-import re
 import tarfile
 import time
 import uuid
@@ -30,23 +29,17 @@ import tenacity
 
 from kwaigym.errors import (
     ConfigError,
-    SandboxDiskFull,
     SandboxError,
     SandboxGone,
-    SandboxOOM,
-    SandboxPidsExceeded,
     SandboxTimeout,
 )
-from kwaigym.sandbox import network, wire
+from kwaigym.sandbox import wire
 from kwaigym.sandbox.base import (
-    LABEL,
-    LABEL_DEADLINE,
-    LABEL_EPISODE,
-    LABEL_OWNER,
     Command,
     ExecResult,
     SandboxSpec,
 )
+from kwaigym.sandbox.limits import LimitWatch
 from kwaigym.sandbox.output import DEFAULT_MAX_OUTPUT, CappedBuffer
 from kwaigym.sandbox.service import PodmanService
 from kwaigym.sandbox.session import ShellSession
@@ -61,40 +54,6 @@ _KILL_MARKED = (
     'for d in /proc/[0-9]*; do case "$(tr "\\0" "\\n" < "$d/environ" 2>/dev/null)" in '
     '*"{env}={marker}"*) kill -9 "${{d#/proc/}}" 2>/dev/null;; esac; done; true'
 )
-# Shell builtins only: when the pids limit is hit, the probe must not need a second process.
-_LIMIT_PROBE = (
-    "for f in /sys/fs/cgroup/memory.events /sys/fs/cgroup/memory/memory.oom_control "
-    "/sys/fs/cgroup/pids.events /sys/fs/cgroup/pids/pids.events; do "
-    '[ -r "$f" ] && while read -r line; do echo "${f##*/} $line"; done < "$f"; done; true'
-)
-_DISK_PROBE = "df -Pk {workdir} 2>/dev/null | tail -n 1"
-_CGROUP_FILES = (  # on the host; v1 controllers are separate trees, v2 is one
-    "/sys/fs/cgroup/memory{path}/memory.oom_control",
-    "/sys/fs/cgroup{path}/memory.events",
-    "/sys/fs/cgroup/pids{path}/pids.events",
-    "/sys/fs/cgroup{path}/pids.events",
-)
-
-
-def _parse_counters(text: str) -> dict[str, int]:
-    """``oom_kill`` from the memory files and ``max`` (failed forks) from the pids files."""
-    found = {}
-    for name, key, value in re.findall(r"^(\S+) (oom_kill|max) (\d+)$", text, re.M):
-        if name.startswith("memory") and key == "oom_kill":
-            found["oom_kill"] = int(value)
-        elif name.startswith("pids") and key == "max":
-            found["pids_max"] = int(value)
-    return found
-
-
-def _host_counters(cgroup_path: str) -> dict[str, int]:
-    lines = []
-    for template in _CGROUP_FILES:
-        path = template.format(path=cgroup_path)
-        if cgroup_path and os.path.exists(path):
-            with open(path) as f:
-                lines += [f"{os.path.basename(path)} {line.strip()}" for line in f]
-    return _parse_counters("\n".join(lines))
 
 
 class _StillRunning(Exception):
@@ -107,69 +66,6 @@ _EXIT_POLL = tenacity.AsyncRetrying(
     stop=tenacity.stop_after_delay(5),
     reraise=True,
 )
-_LIMIT_HINTS = (
-    "fork",
-    "Resource temporarily unavailable",
-    "No space left",
-    "Cannot allocate memory",
-    "Killed",
-)
-
-
-def owner_id() -> str:
-    """Identifies this process across pid reuse: host, pid and the process's start time."""
-    with open("/proc/self/stat") as f:
-        start_ticks = f.read().rsplit(")", 1)[1].split()[19]
-    return f"{os.uname().nodename}/{os.getpid()}/{start_ticks}"
-
-
-def container_spec(spec: SandboxSpec, *, name: str, owner: str) -> dict:
-    """The SpecGenerator document for ``spec``."""
-    res = spec.resources
-    memory = res.memory_mb * 1024 * 1024
-    mounts = [
-        {
-            "destination": m.target,
-            "type": "bind",
-            "source": m.source,
-            "options": ["rbind", "ro" if m.read_only else "rw"],
-        }
-        for m in spec.mounts
-    ]
-    if res.disk_mb is not None:
-        mounts.append(
-            {
-                "destination": spec.workdir,
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": [f"size={res.disk_mb}m", "tmpcopyup", "exec"],
-            }
-        )
-    return {
-        "name": name,
-        "image": spec.image,
-        "command": ["sleep", str(int(res.wall_time_s) + _GRACE_S)],
-        "init": True,
-        "remove": True,
-        "labels": {
-            LABEL: "1",
-            LABEL_EPISODE: spec.episode_id,
-            LABEL_OWNER: owner,
-            LABEL_DEADLINE: str(int(time.time() + res.wall_time_s + _GRACE_S)),
-        },
-        "env": dict(spec.env),
-        "work_dir": spec.workdir,
-        "create_working_dir": True,
-        "no_new_privileges": True,
-        "stop_timeout": 0,
-        "mounts": mounts,
-        "resource_limits": {
-            "memory": {"limit": memory, "swap": memory},
-            "pids": {"limit": res.pids},
-            "cpu": {"quota": int(res.cpus * 100_000), "period": 100_000},
-        },
-        **network.podman_netns(spec.network),
-    }
 
 
 class PodmanSandbox:
@@ -182,8 +78,7 @@ class PodmanSandbox:
         self.episode_id = spec.episode_id
         self._deadline = time.monotonic() + spec.resources.wall_time_s
         self._session = ShellSession(self)
-        self._counters: dict[str, int] = {}
-        self._cgroup: str | None = None
+        self._limits = LimitWatch(self)
         self._closing: asyncio.Future | None = None
         self._timer = asyncio.get_running_loop().call_later(spec.resources.wall_time_s, self._expire)
 
@@ -239,7 +134,7 @@ class PodmanSandbox:
         result = ExecResult(
             code, out.text(), err.text(), time.monotonic() - started, out.truncated or err.truncated
         )
-        await self._raise_if_limit(result)
+        await self._limits.check(result)
         return result
 
     async def shell(
@@ -253,7 +148,7 @@ class PodmanSandbox:
         except SandboxTimeout:
             self._raise_if_expired()
             raise
-        await self._raise_if_limit(result)
+        await self._limits.check(result)
         return result
 
     async def open_exec(
@@ -319,49 +214,6 @@ class PodmanSandbox:
         left = self._deadline - time.monotonic()
         self._raise_if_expired()
         return left if timeout is None else min(timeout, left)
-
-    async def _raise_if_limit(self, result: ExecResult) -> None:
-        """Turn a failure caused by a cgroup limit into its typed error (counters decide, hints gate)."""
-        if result.exit_code == 0:
-            return
-        if result.exit_code < 126 and not any(h in result.output for h in _LIMIT_HINTS):
-            return
-        counters = await self._limit_counters()
-        where = {"result": result, "episode_id": self.episode_id}
-        grew = {k for k, v in counters.items() if isinstance(v, int) and v > self._counters.get(k, 0)}
-        self._counters.update({k: v for k, v in counters.items() if isinstance(v, int)})
-        if "oom_kill" in grew:
-            limit = self.spec.resources.memory_mb
-            raise SandboxOOM(f"a process was killed for exceeding the memory limit of {limit} MB", **where)
-        if "pids_max" in grew:
-            raise SandboxPidsExceeded(
-                f"a fork failed at the limit of {self.spec.resources.pids} processes", **where
-            )
-        avail = counters.get("disk_avail_kb")
-        if self.spec.resources.disk_mb and avail is not None and avail < 256:
-            bound = self.spec.resources.disk_mb
-            raise SandboxDiskFull(f"the workdir {self.spec.workdir} is full (bound: {bound} MB)", **where)
-
-    async def _limit_counters(self) -> dict[str, int]:
-        """OOM kills and failed forks so far (and free workdir space when bounded).
-
-        On a local service the cgroup files are read from the host: a sandbox at its pids limit may
-        have no slot left for one more process. A remote host is asked from inside the sandbox.
-        """
-        counters: dict[str, int] = {}
-        if self.service.is_local:
-            if self._cgroup is None:
-                info = await wire.request(self.service, "GET", f"/containers/{self.id}/json")
-                self._cgroup = info["State"].get("CgroupPath") or ""
-            counters = await asyncio.to_thread(_host_counters, self._cgroup)
-        disk = _DISK_PROBE.format(workdir=self.spec.workdir) if self.spec.resources.disk_mb else ""
-        if not counters or disk:
-            probe = await self.exec_raw("; ".join(p for p in ("" if counters else _LIMIT_PROBE, disk) if p))
-            counters = counters or _parse_counters(probe)
-            df = probe.strip().splitlines()[-1].split() if disk and probe.strip() else []
-            if len(df) >= 4 and df[3].isdigit():
-                counters["disk_avail_kb"] = int(df[3])
-        return counters
 
     async def exec_raw(self, script: str) -> str:
         """Run a short internal command as root and return its stdout (no limit checks)."""

@@ -23,6 +23,13 @@ from kwaigym.sandbox.service import PodmanService
 log = logging.getLogger(__name__)
 
 
+def owner_id() -> str:
+    """Identifies this process across pid reuse: host, pid and the process's start time."""
+    with open("/proc/self/stat") as f:
+        start_ticks = f.read().rsplit(")", 1)[1].split()[19]
+    return f"{os.uname().nodename}/{os.getpid()}/{start_ticks}"
+
+
 @attrs.frozen
 class Leftover:
     """A labelled container and why it is (or is not) a leftover."""

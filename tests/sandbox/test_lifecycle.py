@@ -13,8 +13,8 @@ import pytest
 
 from kwaigym.errors import ConfigError, SandboxGone
 from kwaigym.sandbox import PodmanBackend, PodmanService, SandboxPool, wire
-from kwaigym.sandbox.podman import container_spec, owner_id
-from kwaigym.sandbox.reaper import classify, list_sandboxes, owner_alive, prune
+from kwaigym.sandbox.backend import container_spec
+from kwaigym.sandbox.reaper import classify, list_sandboxes, owner_alive, owner_id, prune
 from tests.conftest import episode
 
 pytestmark = pytest.mark.podman
