@@ -36,10 +36,12 @@ $(VENV)/.installed: pyproject.toml
 	@$(PIP) install -q -e '.[dev,trainer]'
 	@touch $@
 
+HOST_FLAGS ?=
 setup: $(VENV)/.installed
-	$(PYTHON) -m kwaigym.host
+	$(PYTHON) -m kwaigym.host $(HOST_FLAGS)
 	$(VENV)/bin/kwaigym images bootstrap
 
+test: HOST_FLAGS = --test-tools
 test: setup
 	$(PYTHON) -m pytest -n auto -q $(PYTEST_ARGS)
 

@@ -58,7 +58,10 @@ REQUIRED = {
     "nsenter": "util-linux",
     "slirp4netns": "slirp4netns",
     str(CATATONIT): "catatonit",
+    "ssh": "openssh-client",  # for ssh:// podman service URLs
 }
+# Only the test suite needs these: an sshd on loopback stands in for a remote podman host.
+TEST_REQUIRED = {"sshd": "openssh-server"}
 
 
 def _which(program: str) -> str | None:
@@ -67,9 +70,9 @@ def _which(program: str) -> str | None:
     return shutil.which(program, path=f"{os.environ.get('PATH', '')}:{_SYSTEM_PATH}")
 
 
-def missing_packages(which=_which) -> list[str]:
+def missing_packages(which=_which, required: dict[str, str] = REQUIRED) -> list[str]:
     """Packages whose program is not installed, sorted (empty when all are there)."""
-    return sorted({pkg for prog, pkg in REQUIRED.items() if not which(prog)})
+    return sorted({pkg for prog, pkg in required.items() if not which(prog)})
 
 
 def check_platform() -> None:
@@ -109,19 +112,19 @@ def _apt(*args: str) -> None:
         )
 
 
-def install_packages() -> list[str]:
+def install_packages(required: dict[str, str] = REQUIRED) -> list[str]:
     """Install the missing packages with apt-get; a no-op (no apt) when all are there.
 
     Returns:
         The packages it installed.
     """
-    missing = missing_packages()
+    missing = missing_packages(required=required)
     if not missing:
         return []
     print(f"kwaigym: installing {' '.join(missing)} with apt-get", flush=True)
     _apt("update")
     _apt("install", "-y", "--no-install-recommends", *missing)
-    still = missing_packages()
+    still = missing_packages(required=required)
     if still:
         raise HostSetupError(
             f"apt-get installed {' '.join(missing)}, yet these packages' programs are still "
@@ -353,14 +356,14 @@ def smoke_test_container() -> None:
         _podman(args, timeout=120)
 
 
-def setup_host(image: str | None = None) -> dict:
+def setup_host(image: str | None = None, *, test_tools: bool = False) -> dict:
     """Make this host ready for sandboxes and print a one-line summary; fast when already done.
 
     A container is started only when something changed (packages, drop-in) or ``image`` is given.
     """
     start = time.monotonic()
     check_platform()
-    installed = install_packages()
+    installed = install_packages({**REQUIRED, **TEST_REQUIRED} if test_tools else REQUIRED)
     fixes = podman_config_fixes()
     dropin = write_podman_config(with_kwaigym_settings(fixes))
     info = verify_podman(image)
@@ -386,9 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m kwaigym.host [--image IMAGE]``: set up this host; exit 1 with advice on failure."""
     parser = argparse.ArgumentParser(prog="python -m kwaigym.host", description=main.__doc__)
     parser.add_argument("--image", help="also check that `podman run --rm IMAGE true` works")
+    parser.add_argument("--test-tools", action="store_true", help="also install what the test suite uses")
     args = parser.parse_args(argv)
     try:
-        setup_host(args.image)
+        setup_host(args.image, test_tools=args.test_tools)
     except HostSetupError as exc:
         print(f"kwaigym host setup failed: {exc}", file=sys.stderr)
         return 1

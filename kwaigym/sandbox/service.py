@@ -24,7 +24,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlparse
 
@@ -86,12 +86,21 @@ class PodmanService:
             ``tcp://host:port`` or ``ssh://user@host[:port]/path/to/podman.sock``
             to use an existing one.
         identity: ssh private key for ``ssh://`` URLs.
+        ssh_options: extra ssh arguments for ``ssh://`` URLs (e.g. ``["-o", "ProxyJump=bastion"]``).
         max_threads: bound on concurrent blocking podman-py calls.
     """
 
-    def __init__(self, url: str | None = None, *, identity: str | None = None, max_threads: int = 64):
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        identity: str | None = None,
+        ssh_options: Sequence[str] = (),
+        max_threads: int = 64,
+    ):
         self.url = url
         self.identity = identity
+        self.ssh_options = list(ssh_options)
         self._procs: list[subprocess.Popen] = []
         self._tmpdir: str | None = None
         self._api_url: str | None = None
@@ -146,19 +155,26 @@ class PodmanService:
                 "podman is not installed on this machine; run `make test` or `kwaigym setup` "
                 "(as root on Debian) to install it, or pass a remote url=..."
             )
-        self._tmpdir = tempfile.mkdtemp(prefix="kwaigym-podman-")
-        sock = os.path.join(self._tmpdir, "podman.sock")
-        log_path = os.path.join(self._tmpdir, "service.log")
-        with open(log_path, "wb") as log_file:
+        sock = os.path.join(self._make_tmpdir("kwaigym-podman-"), "podman.sock")
+        self._launch([podman, "system", "service", "--time=0", f"unix://{sock}"])
+        return f"unix://{sock}"
+
+    def _make_tmpdir(self, prefix: str) -> str:
+        self._tmpdir = tempfile.mkdtemp(prefix=prefix)
+        return self._tmpdir
+
+    def _launch(self, cmd: list[str]) -> None:
+        """Start a helper process that dies with us, its output kept in the private directory's log."""
+        assert self._tmpdir is not None
+        with open(os.path.join(self._tmpdir, "service.log"), "wb") as log_file:
             proc = subprocess.Popen(
-                [podman, "system", "service", "--time=0", f"unix://{sock}"],
+                cmd,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
         self._procs.append(proc)
-        return f"unix://{sock}"
 
     def _resolve_url(self, url: str) -> str:
         parsed = urlparse(url)
@@ -177,8 +193,7 @@ class PodmanService:
             raise ConfigError(
                 f"ssh URL {self.url!r} names no socket path, e.g. ssh://root@host/run/podman/podman.sock"
             )
-        self._tmpdir = tempfile.mkdtemp(prefix="kwaigym-ssh-")
-        sock = os.path.join(self._tmpdir, "podman.sock")
+        sock = os.path.join(self._make_tmpdir("kwaigym-ssh-"), "podman.sock")
         cmd = [
             "ssh",
             "-N",
@@ -193,12 +208,11 @@ class PodmanService:
             cmd += ["-p", str(parsed.port)]
         if self.identity:
             cmd += ["-i", self.identity]
-        cmd.append(f"{parsed.username}@{parsed.hostname}" if parsed.username else parsed.hostname)
-        self._procs.append(
-            subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent
-            )
-        )
+        cmd += [
+            *self.ssh_options,
+            f"{parsed.username}@{parsed.hostname}" if parsed.username else parsed.hostname,
+        ]
+        self._launch(cmd)
         return f"unix://{sock}"
 
     def _wait_ready(self) -> None:
@@ -206,7 +220,9 @@ class PodmanService:
         while True:  # a readiness poll, not a retry of a failed operation: a plain deadline loop is clearest
             dead = [p for p in self._procs if p.poll() is not None]
             if dead:
-                raise PodmanUnavailable(f"the podman service process exited early; {self._log_tail()}")
+                raise PodmanUnavailable(
+                    f"the podman service (or ssh tunnel) exited early; {self._log_tail()}"
+                )
             try:
                 if self.client.ping():
                     return
@@ -226,7 +242,7 @@ class PodmanService:
             return "check that `podman info` works on that host"
         with open(os.path.join(self._tmpdir, "service.log"), errors="replace") as f:
             tail = f.read()[-800:].strip()
-        return f"service log: {tail or '(empty)'}"
+        return f"its log: {tail or '(empty)'}"
 
     def close(self) -> None:
         """Stop what we started (service, ssh tunnel) and drop the clients. Idempotent."""
@@ -241,8 +257,6 @@ class PodmanService:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
         self._procs.clear()
         if self._tmpdir:
             shutil.rmtree(self._tmpdir, ignore_errors=True)

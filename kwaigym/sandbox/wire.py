@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import struct
 from typing import Any
 
-from kwaigym.errors import SandboxError, SandboxGone
+import tenacity
+
+from kwaigym.errors import PodmanUnavailable, SandboxError, SandboxGone
 from kwaigym.sandbox.service import API_PREFIX, PodmanService
 
+log = logging.getLogger(__name__)
 STDOUT, STDERR = 1, 2
 
 
@@ -34,7 +38,7 @@ async def _send(service: PodmanService, method: str, path: str, body: Any = None
         await writer.drain()
         status_line = await reader.readline()
         if not status_line:
-            raise SandboxError(f"podman API closed the connection on {method} {path}")
+            raise ConnectionResetError(f"podman API closed the connection on {method} {path}")
         status = int(status_line.split()[1])
         headers = {}
         while (line := await reader.readline()) not in (b"\r\n", b"\n", b""):
@@ -61,8 +65,43 @@ async def _read_body(status: int, headers: dict, reader: asyncio.StreamReader) -
     return await reader.read()
 
 
+def _transient(method: str):
+    """A failed connect never reached the service, so any request may be resent; a dropped
+    connection only for GET, which changes nothing."""
+
+    def check(exc: BaseException) -> bool:
+        if isinstance(exc, PodmanUnavailable):
+            return True
+        return method == "GET" and isinstance(exc, ConnectionError | asyncio.IncompleteReadError)
+
+    return check
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    log.warning("podman API call failed (%s), retry %d", state.outcome.exception(), state.attempt_number)
+
+
 async def request(service: PodmanService, method: str, path: str, body: Any = None) -> Any:
-    """One JSON request/response; API errors become ``SandboxGone`` (404/409) or ``SandboxError``."""
+    """One JSON request/response; API errors become ``SandboxGone`` (404/409) or ``SandboxError``.
+
+    Transient failures are retried a few times with backoff (see ``_transient``); others raise at once.
+    """
+    retrying = tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_exception(_transient(method)),
+        stop=tenacity.stop_after_attempt(4),
+        wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await _request_once(service, method, path, body)
+    except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        raise SandboxError(f"podman API connection failed on {method} {path}: {exc}") from exc
+
+
+async def _request_once(service: PodmanService, method: str, path: str, body: Any) -> Any:
     status, headers, reader, writer = await _send(service, method, path, body)
     try:
         payload = await _read_body(status, headers, reader)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import time
 
 import pytest
 
-from kwaigym.errors import ConfigError, SandboxGone
+from kwaigym.errors import ConfigError, PodmanUnavailable, SandboxGone
 from kwaigym.sandbox import PodmanBackend, PodmanService, SandboxPool, wire
 from kwaigym.sandbox.backend import container_spec
 from kwaigym.sandbox.reaper import classify, list_sandboxes, owner_alive, owner_id, prune
@@ -204,3 +205,56 @@ def test_cli_run_list_prune():
     assert pruned.stdout.startswith("removed ")
     bad = subprocess.run([*cli, "--url", "ftp://nowhere", "sandbox", "list"], capture_output=True, text=True)
     assert bad.returncode == 1 and "not understood" in bad.stderr
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """An sshd on 127.0.0.1 that accepts one generated key, for testing ssh:// service URLs."""
+    sshd_bin = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not os.path.exists(sshd_bin):
+        pytest.skip("openssh-server is not installed (the Makefile's test setup installs it)")
+    for name in ("host", "client"):
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)], check=True
+        )
+    (tmp_path / "authorized_keys").write_text((tmp_path / "client.pub").read_text())
+    os.makedirs("/run/sshd", exist_ok=True)  # sshd's privilege-separation directory
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    options = {
+        "ListenAddress": f"127.0.0.1:{port}",
+        "HostKey": tmp_path / "host",
+        "AuthorizedKeysFile": tmp_path / "authorized_keys",
+        "PermitRootLogin": "prohibit-password",
+        "StrictModes": "no",
+        "UsePAM": "no",
+        "PidFile": "none",
+    }
+    args = [a for k, v in options.items() for a in ("-o", f"{k}={v}")]
+    proc = subprocess.Popen([sshd_bin, "-D", "-e", "-f", "/dev/null", *args], stderr=subprocess.DEVNULL)
+    yield port, str(tmp_path / "client")
+    proc.terminate()
+    proc.wait(10)
+
+
+async def test_ssh_service_url(sshd, spec, tmp_path):
+    """A backend on `ssh://user@host:port/socket` tunnels to a podman socket and runs sandboxes."""
+    port, key = sshd
+    remote_sock = tmp_path / "remote-podman.sock"
+    service_proc = subprocess.Popen(  # noqa: ASYNC220 - the "remote" podman service, started once
+        ["podman", "system", "service", "--time=0", f"unix://{remote_sock}"], stderr=subprocess.DEVNULL
+    )
+    quiet = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+    try:
+        service = PodmanService(f"ssh://root@127.0.0.1:{port}{remote_sock}", identity=key, ssh_options=quiet)
+        async with PodmanBackend(service, reap=False) as be, be.sandbox(spec()) as sb:
+            assert (await sb.exec("echo over-ssh")).stdout == "over-ssh\n"
+            assert (await sb.shell("echo session-over-ssh")).stdout == "session-over-ssh\n"
+        await service.aclose()
+        denied = PodmanService(f"ssh://root@127.0.0.1:{port}{remote_sock}", ssh_options=quiet)
+        with pytest.raises(PodmanUnavailable, match="exited early"):
+            await denied.start()
+    finally:
+        service_proc.terminate()
+        service_proc.wait(10)
