@@ -155,7 +155,9 @@ def test_missing_packages_maps_programs_to_packages():
     """Each missing program names its Debian package once."""
     present = {"podman", "runc", "debootstrap"}
     missing = host.missing_packages(which=lambda prog: prog if prog in present else None)
-    assert missing == ["catatonit", "iptables", "slirp4netns", "util-linux"]
+    assert missing == ["catatonit", "iptables", "openssh-client", "slirp4netns", "util-linux"]
+    with_tests = host.missing_packages(lambda p: None, required={**host.REQUIRED, **host.TEST_REQUIRED})
+    assert "openssh-server" in with_tests
 
 
 def test_podman_failure_carries_its_stderr(monkeypatch):
