@@ -23,22 +23,13 @@ import os
 import tarfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 
 import tenacity
 
-from kwaigym.errors import (
-    ConfigError,
-    SandboxError,
-    SandboxGone,
-    SandboxTimeout,
-)
+from kwaigym.errors import ConfigError, SandboxError, SandboxGone, SandboxTimeout
 from kwaigym.sandbox import wire
-from kwaigym.sandbox.base import (
-    Command,
-    ExecResult,
-    SandboxSpec,
-)
+from kwaigym.sandbox.base import Command, ExecResult, SandboxSpec
 from kwaigym.sandbox.limits import LimitWatch
 from kwaigym.sandbox.output import DEFAULT_MAX_OUTPUT, CappedBuffer
 from kwaigym.sandbox.service import PodmanService
@@ -47,7 +38,6 @@ from kwaigym.sandbox.session import ShellSession
 log = logging.getLogger(__name__)
 
 MARKER_ENV = "KWAIGYM_EXEC"
-_GRACE_S = 30  # PID 1 outlives the in-process wall-time timer by this much
 # Kill every process whose environment carries the marker: the whole tree of one exec,
 # including children that left its process group. Needs only sh, tr and kill.
 _KILL_MARKED = (
@@ -99,12 +89,15 @@ class PodmanSandbox:
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
         if not argv:
             raise ConfigError("exec needs a command; got an empty argv", episode_id=self.episode_id)
-        marker = uuid.uuid4().hex
-        timeout = self._bounded(timeout)
-        out, err = (
-            CappedBuffer(max_output or DEFAULT_MAX_OUTPUT),
-            CappedBuffer(max_output or DEFAULT_MAX_OUTPUT),
+        cap = max_output or DEFAULT_MAX_OUTPUT
+        run = self._exec(
+            argv, cwd=cwd, env=env, stdin=stdin, timeout=self._bounded(timeout), cap=cap, user=user
         )
+        return await self._past_deadline_is_timeout(run)
+
+    async def _exec(self, argv, *, cwd, env, stdin, timeout: float, cap: int, user) -> ExecResult:
+        marker = uuid.uuid4().hex
+        out, err = CappedBuffer(cap), CappedBuffer(cap)
         started = time.monotonic()
         stream = await self.open_exec(
             argv, marker=marker, stdin=stdin is not None, env=env, cwd=cwd, user=user
@@ -119,7 +112,6 @@ class PodmanSandbox:
             await asyncio.shield(self.kill_marked(marker))
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            self._raise_if_expired()
             result = ExecResult(
                 -9, out.text(), err.text(), time.monotonic() - started, out.truncated or err.truncated
             )
@@ -141,15 +133,21 @@ class PodmanSandbox:
         self, script: str, *, timeout: float | None = None, max_output: int | None = None
     ) -> ExecResult:
         """Run ``script`` in the sandbox's persistent shell (cwd and exported variables persist)."""
-        try:
-            result = await self._session.run(
-                script, timeout=self._bounded(timeout), max_output=max_output or DEFAULT_MAX_OUTPUT
-            )
-        except SandboxTimeout:
-            self._raise_if_expired()
-            raise
+        run = self._session.run(
+            script, timeout=self._bounded(timeout), max_output=max_output or DEFAULT_MAX_OUTPUT
+        )
+        result = await self._past_deadline_is_timeout(run)
         await self._limits.check(result)
         return result
+
+    async def _past_deadline_is_timeout(self, run: Awaitable[ExecResult]) -> ExecResult:
+        """At the wall time the container is removed under a running command; whatever error that
+        causes (a timeout, a vanished exec), the caller learns the sandbox's wall time ran out."""
+        try:
+            return await run
+        except (SandboxTimeout, SandboxError):
+            self._raise_if_expired()
+            raise
 
     async def open_exec(
         self,
@@ -189,9 +187,11 @@ class PodmanSandbox:
                 self.service, self.id, ["/bin/sh", "-c", script], env={}, workdir="/", user="0", stdin=False
             )
             stream = await wire.exec_start(self.service, exec_id)
-            while await stream.read_frame() is not None:
-                pass
-            stream.close()
+            try:
+                while await stream.read_frame() is not None:
+                    pass
+            finally:
+                stream.close()
         except SandboxError:
             pass  # the container is gone: so are its processes
 
