@@ -60,10 +60,11 @@ class BadRequest(ConfigError):
 
 def codec_for(name: WireFormat) -> Codec:
     """The codec of a wire format: ``anthropic``, ``openai-chat`` or ``openai-responses``."""
-    from kwaigym.chat import anthropic, openai_chat, openai_responses
+    import importlib
 
-    codecs = {c.CODEC.name: c.CODEC for c in (anthropic, openai_chat, openai_responses)}
-    try:
-        return codecs[name]
-    except KeyError:
-        raise ConfigError(f"unknown wire format {name!r}; expected one of {sorted(codecs)}") from None
+    if name not in _MODULES:
+        raise ConfigError(f"unknown wire format {name!r}; expected one of {sorted(_MODULES)}")
+    return importlib.import_module(f"kwaigym.chat.{_MODULES[name]}").CODEC
+
+
+_MODULES = {"anthropic": "anthropic", "openai-chat": "openai_chat", "openai-responses": "openai_responses"}

@@ -22,6 +22,7 @@ from typing import Any
 
 import h11
 
+from kwaigym.chat import anthropic
 from kwaigym.chat.codec import BadRequest, codec_for
 from kwaigym.chat.types import ChatRequest, Completion, WireFormat
 from kwaigym.proxy.recorder import CallRecord, Recorder
@@ -117,15 +118,18 @@ class ModelEndpoints:
             what = f"no model endpoint at {record.path}" if fmt is None else "unknown episode"
             return await send.json(record, 404, error_body(fmt, 404, what))
         codec = codec_for(fmt)
+        counting = record.path.split("?")[0].rstrip("/").endswith("/count_tokens")
         try:
-            request = codec.decode_request(record.request_raw)
+            if counting:
+                request = anthropic.decode_count_tokens_request(record.request_raw)
+            else:
+                request = codec.decode_request(record.request_raw)
         except BadRequest as exc:
             return await send.json(record, 400, error_body(fmt, 400, exc.message))
         record.request, record.stream = request, request.stream
-        if record.path.split("?")[0].rstrip("/").endswith("count_tokens"):
-            from kwaigym.chat.anthropic import count_tokens_response
-
-            return await send.json(record, 200, count_tokens_response(request))
+        if counting:
+            record.kind = "auxiliary"
+            return await send.json(record, 200, anthropic.count_tokens_response(request))
         ctx = CallContext(episode_id=record.episode_id, call_id=record.call_id)
         answer = asyncio.ensure_future(responder.respond(request, ctx))
         try:

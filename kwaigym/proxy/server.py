@@ -156,7 +156,7 @@ class InterceptionProxy:
 
     async def start(self) -> InterceptionProxy:
         from mitmproxy import options
-        from mitmproxy.addons import core, disable_h2c, keepserving, next_layer, proxyserver, tlsconfig
+        from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
 
         await self._endpoints.start()
@@ -167,7 +167,7 @@ class InterceptionProxy:
         addon = InterceptAddon(self._tokens.get, self._allowed, self._endpoints.port, lambda: self.models)
         master.addons.add(
             core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
-            disable_h2c.DisableH2C(), keepserving.KeepServing(), addon,
+            disable_h2c.DisableH2C(), addon,
         )  # fmt: skip
         opts.update(
             mode=[
@@ -201,12 +201,14 @@ class InterceptionProxy:
             raise InfraError(f"mitmproxy did not listen on {self.host}:{self.port}: {exc}") from exc
 
     async def close(self) -> None:
+        """Stop mitmproxy (its listening sockets too: its own shutdown leaves them open) and the endpoints."""
         if self._master is not None:
             self._master.shutdown()
             try:
                 await asyncio.wait_for(self._task, 10)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
+            await self._master.addons.get("proxyserver").servers.update([])
             self._master = None
         await self._endpoints.close()
 
