@@ -21,6 +21,7 @@ import logging
 from collections.abc import Callable
 
 from mitmproxy import http
+from mitmproxy.proxy import mode_specs
 
 from kwaigym.proxy.endpoints import EPISODE_HEADER, MAX_BODY, error_body, route
 
@@ -135,9 +136,21 @@ class InterceptAddon:
 
     def _route(self, flow: http.HTTPFlow) -> None:
         req = flow.request
-        tunnelled = self._tunnels.get(flow.client_conn.id)
-        if tunnelled and req.pretty_host not in LLM_HOSTS:
-            return  # an allow-listed host: pass through untouched
+        episode = None
+        if isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
+            episode = self._tunnels.get(flow.client_conn.id) or self._episode_of(
+                _proxy_token(req.headers) or ""
+            )
+            if episode is None:
+                return _answer(
+                    flow, 407, "kwaigym proxy: unknown or missing episode token in Proxy-Authorization\n"
+                )
+            if req.pretty_host not in LLM_HOSTS:
+                if self._allowed(episode, req.pretty_host):
+                    return  # an allow-listed host: pass through untouched
+                return _answer(
+                    flow, 403, f"kwaigym proxy: {req.pretty_host} is not on episode {episode}'s allowlist\n"
+                )
         path_token, path = _token_from_path(req.path)
         if req.method in ("HEAD", "GET") and path.split("?")[0] in ("/", ""):
             return _answer(flow, 200, "" if req.method == "HEAD" else "ok")
@@ -149,8 +162,7 @@ class InterceptAddon:
             return _answer(
                 flow, 404, error_body(fmt, 404, f"kwaigym proxy: no model endpoint {req.method} {path}")
             )
-        token = path_token or _token_from_headers(req.headers)
-        episode = self._episode_of(token or "") or (tunnelled if token is None else None)
+        episode = episode or self._episode_of(path_token or _token_from_headers(req.headers) or "")
         if episode is None:
             msg = (
                 "kwaigym proxy: unknown episode token; send the token of this episode's route as the API key"

@@ -65,6 +65,7 @@ class ModelEndpoints:
         self.recorder = recorder
         self.keepalive_s = keepalive_s
         self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
         self.port = 0
 
     async def start(self) -> None:
@@ -72,12 +73,16 @@ class ModelEndpoints:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
+        """Stop listening and end open connections (their handlers finish on the closed stream)."""
         if self._server is not None:
             self._server.close()
+            for writer in list(self._open):
+                writer.close()
             await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_BODY)
+        self._open.add(writer)
         try:
             while True:
                 request, body = await _read_request(conn, reader)
@@ -90,6 +95,7 @@ class ModelEndpoints:
         except (h11.RemoteProtocolError, ConnectionError, asyncio.IncompleteReadError) as exc:
             log.debug("model endpoint connection ended: %s", exc)
         finally:
+            self._open.discard(writer)
             writer.close()
 
     async def _handle(self, conn, writer, request: h11.Request, body: bytes) -> None:
