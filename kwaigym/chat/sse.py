@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -20,12 +21,13 @@ def comment(text: str = "keep-alive") -> bytes:
 
 
 def parse(chunks: Iterable[bytes]) -> Iterator[tuple[str | None, str]]:
-    """(event name or None, data) for each event in a byte stream cut anywhere."""
+    """(event name or None, data) for each event in a byte stream cut anywhere (even inside a character)."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
     buffer = ""
     name: str | None = None
     data: list[str] = []
     for chunk in chunks:
-        buffer += chunk.decode("utf-8", errors="replace") if isinstance(chunk, bytes) else chunk
+        buffer += decoder.decode(chunk) if isinstance(chunk, bytes) else chunk
         *lines, buffer = buffer.replace("\r\n", "\n").split("\n")
         for line in lines:
             if not line:
@@ -41,5 +43,10 @@ def parse(chunks: Iterable[bytes]) -> Iterator[tuple[str | None, str]]:
                     name = value
                 elif field == "data":
                     data.append(value)
+    buffer += decoder.decode(b"", final=True)
+    if buffer and not buffer.startswith(":"):
+        field, _, value = buffer.partition(":")
+        if field == "data":
+            data.append(value[1:] if value.startswith(" ") else value)
     if data:
         yield name, "\n".join(data)

@@ -105,15 +105,21 @@ class ModelEndpoints:
         record = CallRecord(call_id=new_call_id(), episode_id=headers.get(EPISODE_HEADER, ""), format=fmt,
                             path=path, started_at=time.time())  # fmt: skip
         started = time.monotonic()
+        send = _Sender(conn, writer)
         try:
-            await self._serve(conn, writer, record, body, started)
+            await self._serve(send, record, body, started)
+        except Exception as exc:  # a bug must cost one call an error answer, not the connection
+            log.exception("episode %s: call %s failed", record.episode_id, record.call_id)
+            record.error = f"{type(exc).__name__}: {exc}"
+            if not send.started:
+                await send.json(record, 500, error_body(fmt, 500, f"kwaigym proxy: internal error: {exc}"))
         finally:
             record.total_s = time.monotonic() - started
             if record.episode_id:
                 self.recorder.add(record)
 
-    async def _serve(self, conn, writer, record: CallRecord, body: bytes, started: float) -> None:
-        fmt, send = record.format, _Sender(conn, writer)
+    async def _serve(self, send: _Sender, record: CallRecord, body: bytes, started: float) -> None:
+        fmt = record.format
         responder = self._responders(record.episode_id)
         try:
             record.request_raw = json.loads(body) if body else None
@@ -200,8 +206,10 @@ class _Sender:
 
     def __init__(self, conn: h11.Connection, writer: asyncio.StreamWriter):
         self.conn, self.writer = conn, writer
+        self.started = False
 
     async def _write(self, event) -> None:
+        self.started = True
         self.writer.write(self.conn.send(event))
         await self.writer.drain()
 
