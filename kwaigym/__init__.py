@@ -2,7 +2,7 @@
 
 Real coding agents run unmodified in podman sandboxes; their model calls are
 intercepted and answered by your policy; a verifier scores the result. This
-release holds the sandbox layer:
+release holds the sandbox layer and the interception proxy:
 
     import asyncio
     from kwaigym import PodmanBackend, SandboxSpec, ImageStore
@@ -19,6 +19,15 @@ Importing kwaigym starts nothing, prints nothing and does not import torch.
 """
 
 from kwaigym import errors
+from kwaigym.chat import ChatRequest, Completion, Message, ToolCall
+from kwaigym.proxy import (
+    CallRecord,
+    EpisodeRoute,
+    GymResponder,
+    InterceptionProxy,
+    ScriptedResponder,
+    UpstreamResponder,
+)
 from kwaigym.sandbox import (
     PROXY_HOST,
     ExecResult,
@@ -38,6 +47,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PROXY_HOST",
+    "CallRecord",
+    "ChatRequest",
+    "Completion",
+    "EpisodeRoute",
+    "GymResponder",
+    "InterceptionProxy",
+    "Message",
+    "ScriptedResponder",
+    "ToolCall",
+    "UpstreamResponder",
     "ExecResult",
     "ImageStore",
     "Mount",

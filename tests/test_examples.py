@@ -13,12 +13,26 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.podman
 
 
-def test_readme_python_example_runs():
-    """The README's sandbox example prints what it promises."""
-    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+def readme_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
+def run_block(block: str) -> str:
     out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "hi\n\n/tmp\n1\n\n"
+    return out.stdout
+
+
+def test_readme_sandbox_example_runs():
+    """The README's sandbox example prints what it promises."""
+    assert run_block(readme_blocks()[0]) == "hi\n\n/tmp\n1\n\n"
+
+
+def test_readme_proxy_example_runs():
+    """The README's interception example: a tool call, then text, both recorded."""
+    lines = run_block(readme_blocks()[1]).splitlines()
+    assert lines[0] == "bash {'command': 'ls'} | All done."
+    assert lines[1] == "[('/v1/messages', 200), ('/v1/messages', 200)]"
 
 
 def test_sandbox_demo_scores_fix_and_empty_attempt():

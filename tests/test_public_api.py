@@ -13,6 +13,16 @@ def test_public_api_is_pinned():
     assert sorted(kwaigym.__all__) == sorted(
         [
             "PROXY_HOST",
+            "CallRecord",
+            "ChatRequest",
+            "Completion",
+            "EpisodeRoute",
+            "GymResponder",
+            "InterceptionProxy",
+            "Message",
+            "ScriptedResponder",
+            "ToolCall",
+            "UpstreamResponder",
             "ExecResult",
             "ImageStore",
             "Mount",
@@ -33,10 +43,10 @@ def test_public_api_is_pinned():
 
 
 def test_import_is_quiet_and_light():
-    """`import kwaigym` prints nothing and pulls in neither torch, podman-py nor mitmproxy."""
+    """`import kwaigym` prints nothing and pulls in neither torch, podman-py, mitmproxy nor httpx."""
     code = (
         "import sys, kwaigym; "
-        "print(sorted(m for m in ('torch', 'podman', 'mitmproxy', 'requests') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'podman', 'mitmproxy', 'requests', 'httpx') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n" and out.stderr == ""

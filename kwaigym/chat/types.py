@@ -46,7 +46,8 @@ class ReasoningPart:
 
 @attrs.frozen(kw_only=True)
 class ImagePart:
-    """An image, passed through untouched in its wire form."""
+    """An image, or any other content block kwaigym does not interpret (documents, search results,
+    server-tool blocks), passed through untouched in its wire form; ``raw["type"]`` says which."""
 
     raw: Mapping[str, Any]
     """The content block exactly as the client sent it."""
@@ -152,6 +153,9 @@ class ChatRequest:
 
 @attrs.frozen(kw_only=True)
 class Usage:
+    """Token counts of one call. ``input_tokens`` is the whole prompt, cached parts included (Anthropic's
+    wire ``input_tokens`` excludes cache reads and writes; its codec adds them)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cache_read_tokens: int = 0

@@ -30,7 +30,6 @@ import attrs
 import tenacity
 
 from kwaigym.errors import ConfigError, InfraError
-from kwaigym.proxy.addon import InterceptAddon
 from kwaigym.proxy.endpoints import ModelEndpoints
 from kwaigym.proxy.recorder import Recorder
 from kwaigym.proxy.responders import Responder
@@ -158,6 +157,8 @@ class InterceptionProxy:
         from mitmproxy import options
         from mitmproxy.addons import core, disable_h2c, next_layer, proxyserver, tlsconfig
         from mitmproxy.master import Master
+
+        from kwaigym.proxy.addon import InterceptAddon
 
         await self._endpoints.start()
         self.port, self.proxy_port = _free_port(self.host), _free_port(self.host)
