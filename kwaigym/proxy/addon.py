@@ -113,6 +113,13 @@ class InterceptAddon:
             log.exception("CONNECT handling failed")
             _answer(flow, 500, f"kwaigym proxy: internal error: {exc}\n")
 
+    def tls_clienthello(self, data) -> None:
+        """Allow-listed hosts keep their own TLS end to end: only LLM hosts are decrypted."""
+        episode = self._tunnels.get(data.context.client.id)
+        host = data.client_hello.sni or (data.context.server.address or ("",))[0]
+        if episode and host not in LLM_HOSTS and self._allowed(episode, host):
+            data.ignore_connection = True
+
     def client_disconnected(self, client) -> None:
         self._tunnels.pop(client.id, None)
 

@@ -33,8 +33,10 @@ from kwaigym.errors import ConfigError, InfraError
 from kwaigym.proxy.endpoints import ModelEndpoints
 from kwaigym.proxy.recorder import Recorder
 from kwaigym.proxy.responders import Responder
-from kwaigym.sandbox.base import PROXY_HOST
+from kwaigym.sandbox.base import PROXY_HOST, Mount, NetworkPolicy
 
+#: Where ``sandbox_mounts`` puts kwaigym's CA files inside a sandbox.
+CA_DIR = "/etc/kwaigym/ca"
 #: Environment variables through which common runtimes pick up an extra CA bundle.
 CA_ENV_VARS = (
     "SSL_CERT_FILE",
@@ -151,6 +153,45 @@ class InterceptionProxy:
         """kwaigym's CA certificate (PEM), to install in sandboxes for regular-proxy mode."""
         return self.confdir / "mitmproxy-ca-cert.pem"
 
+    @property
+    def ca_bundle(self) -> Path:
+        """This host's trusted CAs plus kwaigym's: for SSL_CERT_FILE-style variables, which replace
+        a runtime's default trust (allow-listed hosts keep their real certificates)."""
+        return self.confdir / "sandbox-ca" / "bundle.pem"
+
+    def network_policy(self) -> NetworkPolicy:
+        """The sandbox network policy that reaches this proxy's two ports and nothing else."""
+        return NetworkPolicy(mode="proxy", proxy_port=self.port, extra_ports=(self.proxy_port,))
+
+    def sandbox_mounts(self, target: str = CA_DIR) -> list[Mount]:
+        """Read-only mount of the CA files into a sandbox (see ``sandbox_env``)."""
+        return [Mount(source=str(self.confdir / "sandbox-ca"), target=target)]
+
+    def sandbox_env(
+        self, route: EpisodeRoute, *, regular: bool = True, ca_dir: str = CA_DIR
+    ) -> dict[str, str]:
+        """Environment that sends a sandboxed agent's HTTPS through the regular-proxy port and makes
+        common runtimes (OpenSSL, Python requests, Node, curl, git) trust kwaigym's CA."""
+        if not regular:
+            return {}
+        env = {var: f"{ca_dir}/bundle.pem" for var in CA_ENV_VARS}
+        env["NODE_EXTRA_CA_CERTS"] = f"{ca_dir}/kwaigym-ca.pem"  # Node adds it to its own list
+        for var in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+            env[var] = route.https_proxy
+        env["NO_PROXY"] = env["no_proxy"] = f"localhost,127.0.0.1,{route.host}"
+        return env
+
+    def _write_ca_files(self) -> None:
+        import shutil
+        import ssl
+
+        system = Path(ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt")
+        mount_dir = self.ca_bundle.parent  # public certificates only: never the CA's key
+        mount_dir.mkdir(exist_ok=True)
+        shutil.copy(self.ca_cert, mount_dir / "kwaigym-ca.pem")
+        system_text = system.read_text() if system.is_file() else ""
+        self.ca_bundle.write_text(system_text + "\n" + self.ca_cert.read_text())
+
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> InterceptionProxy:
@@ -182,6 +223,7 @@ class InterceptionProxy:
         self._master = master
         self._task = asyncio.create_task(master.run(), name="kwaigym-mitmproxy")
         await self._wait_listening()
+        await asyncio.to_thread(self._write_ca_files)
         return self
 
     async def _wait_listening(self) -> None:

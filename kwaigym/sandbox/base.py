@@ -61,6 +61,13 @@ class NetworkPolicy:
     """One of ``none``, ``proxy``, ``open``."""
     proxy_port: int | None = None
     """Host loopback port the sandbox may reach in ``proxy`` mode (the interception proxy)."""
+    extra_ports: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    """More host loopback ports reachable in ``proxy`` mode (the proxy's HTTPS_PROXY port)."""
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """Every host loopback port the sandbox may reach."""
+        return ((self.proxy_port,) if self.proxy_port else ()) + self.extra_ports
 
     def __attrs_post_init__(self):
         if self.mode == "proxy" and self.proxy_port is None:
@@ -68,8 +75,9 @@ class NetworkPolicy:
                 "network mode 'proxy' needs proxy_port: the host loopback port of the endpoint the "
                 "sandbox may reach; use NetworkPolicy(mode='none') for no network at all"
             )
-        if self.proxy_port is not None and not 0 < self.proxy_port < 65536:
-            raise ConfigError(f"proxy_port must be a TCP port (1-65535), got {self.proxy_port}")
+        for port in self.ports:
+            if not 0 < port < 65536:
+                raise ConfigError(f"proxy ports must be TCP ports (1-65535), got {port}")
 
 
 #: Address of the host's loopback as seen from inside a sandbox (user-mode networking).

@@ -4,7 +4,7 @@
 ``open``: user-mode networking (slirp4netns) without access to the host's loopback.
 ``proxy``: user-mode networking with the host's loopback reachable at 10.0.2.2,
 then a firewall inside the sandbox's own network namespace that accepts exactly
-one destination, ``10.0.2.2:<proxy_port>`` over TCP, and rejects everything else
+the proxy's ports on ``10.0.2.2`` over TCP, and rejects everything else
 at once (so a blocked connection fails instead of hanging). The rules live in the
 sandbox's namespace and vanish with it; the host's firewall is never touched.
 Processes in the sandbox lack CAP_NET_ADMIN and cannot change the rules.
@@ -34,8 +34,8 @@ def podman_netns(policy: NetworkPolicy) -> dict:
     }
 
 
-def proxy_rules(port: int) -> tuple[str, str]:
-    """iptables-restore input (IPv4, IPv6) allowing only the proxy endpoint."""
+def proxy_rules(ports: tuple[int, ...]) -> tuple[str, str]:
+    """iptables-restore input (IPv4, IPv6) allowing only the proxy's ports on the host."""
     v4 = "\n".join(
         [
             "*filter",
@@ -43,7 +43,7 @@ def proxy_rules(port: int) -> tuple[str, str]:
             ":FORWARD DROP [0:0]",
             ":OUTPUT DROP [0:0]",
             "-A OUTPUT -o lo -j ACCEPT",
-            f"-A OUTPUT -d {PROXY_HOST}/32 -p tcp --dport {port} -j ACCEPT",
+            *(f"-A OUTPUT -d {PROXY_HOST}/32 -p tcp --dport {port} -j ACCEPT" for port in ports),
             "-A OUTPUT -p tcp -j REJECT --reject-with tcp-reset",
             "-A OUTPUT -j REJECT --reject-with icmp-port-unreachable",
             "COMMIT",
@@ -96,6 +96,5 @@ async def apply_policy(policy: NetworkPolicy, pid: int, *, local: bool) -> None:
         )
     if shutil.which("nsenter") is None or shutil.which("iptables-restore") is None:
         raise HostSetupError("network mode 'proxy' needs nsenter and iptables-restore; run `kwaigym setup`")
-    assert policy.proxy_port is not None
-    v4, v6 = proxy_rules(policy.proxy_port)
+    v4, v6 = proxy_rules(policy.ports)
     await asyncio.gather(_restore(pid, "iptables-restore", v4), _restore(pid, "ip6tables-restore", v6))
