@@ -148,20 +148,20 @@ class ModelEndpoints:
             if request.stream:
                 await self._stream(send, record, codec, request, answer, started)
             else:
-                await self._plain(send, record, codec, request, answer)
+                await self._plain(send, record, codec, request, answer, started)
         finally:
             answer.cancel()
 
-    async def _plain(self, send, record, codec, request: ChatRequest, answer: asyncio.Future) -> None:
+    async def _plain(self, send, record, codec, request: ChatRequest, answer: asyncio.Future, started: float):
         try:
             completion = await answer
         except Exception as exc:  # the responder failed: the agent sees an API error, the record why
             record.error = f"{type(exc).__name__}: {exc}"
             return await send.json(record, 502, error_body(request.format, 502, f"policy failed: {exc}"))
         record.completion = completion
-        await send.json(
-            record, 200, codec.encode_response(completion, request, response_id=_response_id(request))
-        )
+        body = codec.encode_response(completion, request, response_id=_response_id(request))
+        record.ttfb_s = time.monotonic() - started
+        await send.json(record, 200, body)
 
     async def _stream(
         self, send, record, codec, request: ChatRequest, answer: asyncio.Future, started: float
