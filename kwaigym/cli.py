@@ -7,6 +7,8 @@
     kwaigym sandbox run [--image I] CMD   run one command in a fresh sandbox, print its output
     kwaigym sandbox list                  kwaigym's containers and whether they are leftovers
     kwaigym sandbox prune [--all]         remove leftovers of crashed runs (or every sandbox)
+    kwaigym proxy serve --echo|--upstream URL [--record FILE]
+                                          the interception proxy for agents started by hand
 
 ``--url`` selects a podman service (``tcp://``, ``ssh://``, ``unix://``); the default is a
 private local one, started for the command and stopped after it.
@@ -43,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("context")
     build.add_argument("-f", "--file", help="Containerfile (default: Containerfile or Dockerfile in context)")
     build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+
+    proxy = sub.add_parser("proxy", help="the interception proxy").add_subparsers(
+        dest="action", required=True
+    )
+    from kwaigym.proxy import serve
+
+    serve.add_arguments(proxy.add_parser("serve", help="run the proxy for agents started by hand"))
 
     sandbox = sub.add_parser("sandbox", help="run, list and prune sandboxes").add_subparsers(
         dest="action", required=True
@@ -101,6 +110,11 @@ async def _sandbox(args, service) -> int:
 
 async def _main(args) -> int:
     from kwaigym.sandbox.service import PodmanService
+
+    if args.command == "proxy":
+        from kwaigym.proxy import serve
+
+        return await serve.serve(args)
 
     if args.command == "setup":
         from kwaigym.host import setup_host
