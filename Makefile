@@ -20,6 +20,7 @@ help:
 
 # Rebuilt when pyproject.toml changes. On a machine without an NVIDIA GPU the CPU build of torch is
 # installed first: the trainer extra's open range would otherwise pull a multi-GB CUDA build.
+# --no-compile: byte-compiling torch and friends up front costs half a minute; imports compile lazily.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PYTHON) || { \
 		$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
@@ -31,9 +32,9 @@ $(VENV)/.installed: pyproject.toml
 	@$(PIP) install -q --upgrade pip
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then \
 		echo "no NVIDIA GPU: installing the CPU build torch==2.13.0"; \
-		$(PIP) install -q torch==2.13.0; fi
+		$(PIP) install -q --no-compile torch==2.13.0; fi
 	@echo "installing kwaigym[dev,trainer] into $(VENV)"
-	@$(PIP) install -q -e '.[dev,trainer]'
+	@$(PIP) install -q --no-compile -e '.[dev,trainer]'
 	@touch $@
 
 HOST_FLAGS ?=
