@@ -23,7 +23,7 @@ from collections.abc import Callable
 from mitmproxy import http
 from mitmproxy.proxy import mode_specs
 
-from kwaigym.proxy.endpoints import EPISODE_HEADER, MAX_BODY, error_body, route
+from kwaigym.proxy.endpoints import EPISODE_HEADER, MAX_BODY, ModelEndpoints, error_body, note_answer, route
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +73,27 @@ def _answer(flow: http.HTTPFlow, status: int, body: dict | str) -> None:
     flow.response = http.Response.make(status, data, {"content-type": kind})
 
 
+class _FlowAnswer:
+    """Lets ``ModelEndpoints.handle`` answer a plain call on the mitmproxy flow itself."""
+
+    def __init__(self, flow: http.HTTPFlow):
+        self.flow = flow
+        self.started = False
+
+    async def json(self, record, status: int, body: dict) -> None:
+        data = note_answer(record, status, body)
+        self.flow.response = http.Response.make(status, data, {"content-type": "application/json"})
+        self.started = True
+
+
 class InterceptAddon:
     """Routes each flow to its episode (see the module docstring).
 
     Args:
         episode_of: token -> episode id, or None when unknown.
         allowed: (episode id, host) -> whether that episode may reach that host directly.
-        endpoints_port: the loopback port of ``ModelEndpoints``.
+        endpoints: the ``ModelEndpoints`` (streams are forwarded to its port; plain calls use its
+            ``handle`` directly).
         models: model names listed by ``GET /v1/models``.
     """
 
@@ -87,12 +101,12 @@ class InterceptAddon:
         self,
         episode_of: Callable[[str], str | None],
         allowed: Callable[[str, str], bool],
-        endpoints_port: int,
+        endpoints: ModelEndpoints,
         models: Callable[[], list[str]],
     ):
         self._episode_of = episode_of
         self._allowed = allowed
-        self._port = endpoints_port
+        self._endpoints = endpoints
         self._models = models
         self._tunnels: dict[str, str] = {}  # client connection id -> episode id (regular mode)
 
@@ -132,16 +146,32 @@ class InterceptAddon:
                 flow, 413, error_body(route(flow.request.path), 413, f"request body over {MAX_BODY} bytes")
             )
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None:
             return
         try:
-            self._route(flow)
+            episode = self._route(flow)
+            if episode is not None:
+                await self._answer_plain(flow, episode)
         except Exception as exc:  # noqa: BLE001 - see the module docstring
             log.exception("routing a model call failed")
             _answer(flow, 500, error_body(None, 500, f"kwaigym proxy: internal error: {exc}"))
 
-    def _route(self, flow: http.HTTPFlow) -> None:
+    async def _answer_plain(self, flow: http.HTTPFlow, episode: str) -> None:
+        """Answer a non-streaming call right here: one HTTP hop less than going through the
+        endpoints server, which only streams need (they must send events while the policy thinks)."""
+        raw = flow.request.get_content(strict=False) or b""
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            return  # the endpoints server answers it with a 400
+        if isinstance(parsed, dict) and parsed.get("stream") is True:
+            return
+        await self._endpoints.handle(_FlowAnswer(flow), episode, flow.request.path, raw, parsed)
+
+    def _route(self, flow: http.HTTPFlow) -> str | None:
+        """Answer probes and refusals here; for a model call, point it at the endpoints server and
+        return its episode."""
         req = flow.request
         episode = None
         if isinstance(flow.client_conn.proxy_mode, mode_specs.RegularMode):
@@ -179,8 +209,9 @@ class InterceptAddon:
             req.headers.pop(name, None)
         req.headers[EPISODE_HEADER] = episode
         req.path = path
-        req.scheme, req.host, req.port = "http", "127.0.0.1", self._port
-        req.headers["host"] = f"127.0.0.1:{self._port}"
+        req.scheme, req.host, req.port = "http", "127.0.0.1", self._endpoints.port
+        req.headers["host"] = f"127.0.0.1:{self._endpoints.port}"
+        return episode
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response and "text/event-stream" in flow.response.headers.get("content-type", ""):

@@ -100,14 +100,19 @@ class ModelEndpoints:
 
     async def _handle(self, conn, writer, request: h11.Request, body: bytes) -> None:
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        path = request.target.decode()
+        await self.handle(
+            _Sender(conn, writer), headers.get(EPISODE_HEADER, ""), request.target.decode(), body
+        )
+
+    async def handle(self, send, episode_id: str, path: str, body: bytes, parsed: Any = None) -> None:
+        """Answer one model call through ``send`` and record it. ``parsed``: the body's JSON, if the
+        caller already decoded it (the addon answers plain calls inside mitmproxy this way)."""
         fmt = route(path)
-        record = CallRecord(call_id=new_call_id(), episode_id=headers.get(EPISODE_HEADER, ""), format=fmt,
-                            path=path, started_at=time.time())  # fmt: skip
+        record = CallRecord(call_id=new_call_id(), episode_id=episode_id, format=fmt, path=path,
+                            started_at=time.time())  # fmt: skip
         started = time.monotonic()
-        send = _Sender(conn, writer)
         try:
-            await self._serve(send, record, body, started)
+            await self._serve(send, record, body, started, parsed)
         except Exception as exc:  # a bug must cost one call an error answer, not the connection
             log.exception("episode %s: call %s failed", record.episode_id, record.call_id)
             record.error = f"{type(exc).__name__}: {exc}"
@@ -118,11 +123,11 @@ class ModelEndpoints:
             if record.episode_id:
                 self.recorder.add(record)
 
-    async def _serve(self, send: _Sender, record: CallRecord, body: bytes, started: float) -> None:
+    async def _serve(self, send, record: CallRecord, body: bytes, started: float, parsed: Any) -> None:
         fmt = record.format
         responder = self._responders(record.episode_id)
         try:
-            record.request_raw = json.loads(body) if body else None
+            record.request_raw = parsed if parsed is not None else json.loads(body) if body else None
         except ValueError as exc:
             record.request_raw = body.decode(errors="replace")
             return await send.json(record, 400, error_body(fmt, 400, f"request body is not JSON: {exc}"))
@@ -199,6 +204,14 @@ class ModelEndpoints:
 def _response_id(request: ChatRequest) -> str:
     prefix = {"anthropic": "msg_", "openai-chat": "chatcmpl-", "openai-responses": "resp_"}[request.format]
     return prefix + uuid.uuid4().hex[:24]
+
+
+def note_answer(record: CallRecord, status: int, body: dict[str, Any]) -> bytes:
+    """Record a JSON answer (and the error it carries) and return its bytes."""
+    record.status, record.response_raw = status, body
+    if status >= 400 and not record.error and isinstance(body.get("error"), dict):
+        record.error = body["error"].get("message")
+    return json.dumps(body, ensure_ascii=False).encode()
 
 
 class _Sender:

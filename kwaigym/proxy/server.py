@@ -206,7 +206,7 @@ class InterceptionProxy:
         self.confdir.mkdir(parents=True, exist_ok=True)
         opts = options.Options()
         master = Master(opts, event_loop=asyncio.get_running_loop(), with_termlog=False)
-        addon = InterceptAddon(self._tokens.get, self._allowed, self._endpoints.port, lambda: self.models)
+        addon = InterceptAddon(self._tokens.get, self._allowed, self._endpoints, lambda: self.models)
         master.addons.add(
             core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
             disable_h2c.DisableH2C(), addon,
