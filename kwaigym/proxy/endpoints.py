@@ -69,7 +69,10 @@ class ModelEndpoints:
         self.port = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, limit=1 << 20)
+        # mitmproxy opens one connection here per agent connection that streams: room for a burst
+        self._server = await asyncio.start_server(
+            self._connection, "127.0.0.1", 0, limit=1 << 20, backlog=4096
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
@@ -242,16 +245,12 @@ class _Sender:
         await self._write(h11.EndOfMessage())
 
     async def json(self, record: CallRecord, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
-        record.status, record.response_raw = status, body
-        if status >= 400 and not record.error:
-            record.error = (
-                body.get("error", {}).get("message") if isinstance(body.get("error"), dict) else None
-            )
+        data = note_answer(record, status, body)
         headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
-        await self._write(h11.Response(status_code=status, headers=headers))
-        await self._write(h11.Data(data=data))
-        await self._write(h11.EndOfMessage())
+        self.started = True
+        head = self.conn.send(h11.Response(status_code=status, headers=headers))
+        self.writer.write(head + self.conn.send(h11.Data(data=data)) + self.conn.send(h11.EndOfMessage()))
+        await self.writer.drain()
 
 
 async def _read_request(

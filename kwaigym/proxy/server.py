@@ -35,6 +35,8 @@ from kwaigym.proxy.recorder import Recorder
 from kwaigym.proxy.responders import Responder
 from kwaigym.sandbox.base import PROXY_HOST, Mount, NetworkPolicy
 
+#: Listen backlog of the proxy's sockets: room for a burst of connections (a batch of episodes).
+BACKLOG = 4096
 #: Where ``sandbox_mounts`` puts kwaigym's CA files inside a sandbox.
 CA_DIR = "/etc/kwaigym/ca"
 #: Environment variables through which common runtimes pick up an extra CA bundle.
@@ -223,8 +225,21 @@ class InterceptionProxy:
         self._master = master
         self._task = asyncio.create_task(master.run(), name="kwaigym-mitmproxy")
         await self._wait_listening()
+        self._deepen_backlogs()
         await asyncio.to_thread(self._write_ca_files)
         return self
+
+    def _deepen_backlogs(self) -> None:
+        """mitmproxy listens with asyncio's default backlog of 100: a burst of agents connecting at
+        once (a rollout batch starting) overflows it and calls fail. It has no option for this, so
+        the listening sockets get a deeper backlog (listen() again on Linux just updates it)."""
+        import socket
+
+        for instance in self._master.addons.get("proxyserver").servers:
+            for server in getattr(instance, "_servers", ()):
+                for sock in getattr(server, "sockets", ()):
+                    with socket.fromfd(sock.fileno(), sock.family, sock.type) as dup:
+                        dup.listen(BACKLOG)
 
     async def _wait_listening(self) -> None:
         """Until both ports accept connections (mitmproxy binds them after `run` starts)."""
