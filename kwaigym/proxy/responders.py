@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ import tenacity
 from kwaigym.chat.codec import codec_for
 from kwaigym.chat.types import ChatRequest, Completion, WireFormat
 from kwaigym.errors import ConfigError, InfraError
+from kwaigym.proxy.http1 import Http1Pool, TransportError
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +165,6 @@ class UpstreamResponder:
         timeout: float = 600.0,
         attempts: int = 4,
     ):
-        import httpx
-
         self.format = format
         self.codec = codec_for(format)
         self.model = model
@@ -177,7 +177,7 @@ class UpstreamResponder:
         elif api_key:
             headers["authorization"] = f"Bearer {api_key}"
         self._path = {"anthropic": "/messages", "openai-chat": "/chat/completions"}.get(format, "/responses")
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout)
+        self._client = Http1Pool(base_url, headers, timeout=timeout)
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
         body = self.codec.encode_request(attrs.evolve(_cross_format(request, self.format), stream=False))
@@ -212,22 +212,19 @@ class UpstreamResponder:
                                 episode_id=ctx.episode_id) from None  # fmt: skip
 
     async def _once(self, body: dict[str, Any]) -> Completion:
-        import httpx
-
         try:
-            response = await self._client.post(self._path, json=body)
-        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            status, raw = await self._client.post_json(self._path, body)
+        except (TransportError, TimeoutError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from exc
-        if response.status_code == 429 or response.status_code >= 500:
-            raise _Retryable(f"HTTP {response.status_code}: {response.text[:300]}")
-        if response.status_code >= 400:
-            raise UpstreamError(
-                f"upstream refused the request: HTTP {response.status_code}: {response.text[:500]}"
-            )
+        text = raw.decode(errors="replace")
+        if status == 429 or status >= 500:
+            raise _Retryable(f"HTTP {status}: {text[:300]}")
+        if status >= 400:
+            raise UpstreamError(f"upstream refused the request: HTTP {status}: {text[:500]}")
         try:
-            return self.codec.decode_response(response.json())
+            return self.codec.decode_response(json.loads(raw))
         except Exception as exc:
-            raise UpstreamError(f"unreadable upstream answer ({exc}): {response.text[:300]}") from exc
+            raise UpstreamError(f"unreadable upstream answer ({exc}): {text[:300]}") from exc
 
     async def aclose(self) -> None:
         await self._client.aclose()
