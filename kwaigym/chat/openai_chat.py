@@ -44,13 +44,14 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from kwaigym.chat import sse
 from kwaigym.chat.codec import BadRequest
+from kwaigym.chat.fields import BOOL, CHOICE, INT, LIST, NUM, OBJ, STR, Fields, Kind, check
 from kwaigym.chat.types import (
     ChatRequest,
     Completion,
@@ -69,16 +70,8 @@ from kwaigym.chat.types import (
 )
 from kwaigym.errors import InfraError
 
-Kind = tuple[Callable[[Any], bool], str]
-_STR: Kind = (lambda v: isinstance(v, str), "a string")
-_INT: Kind = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
-_NUM: Kind = (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
-_BOOL: Kind = (lambda v: isinstance(v, bool), "a boolean")
-_OBJ: Kind = (lambda v: isinstance(v, Mapping), "an object")
-_LIST: Kind = (lambda v: isinstance(v, list), "a list")
-_IDS: Kind = (lambda v: isinstance(v, list) and all(_INT[0](x) for x in v), "a list of integers")
+_IDS: Kind = (lambda v: isinstance(v, list) and all(INT[0](x) for x in v), "a list of integers")
 _ANY: Kind = (lambda v: True, "a value")
-_CHOICE: Kind = (lambda v: isinstance(v, str | Mapping), "a string or an object")
 _CONTENT: Kind = (lambda v: isinstance(v, str | list), "a string or a list of content blocks")
 _STOP: Kind = (lambda v: isinstance(v, str | list), "a string or a list of strings")
 _ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -89,42 +82,6 @@ _FINISH |= {"function_call": "tool_calls", "abort": "error"}  # legacy; vLLM and
 _TOKEN_ID = re.compile(r"token_id:(\d+)")  # vLLM's return_tokens_as_token_ids
 
 
-def _kind(value: Any) -> str:
-    names = {type(None): "null", bool: "bool", list: "list"}
-    return "object" if isinstance(value, Mapping) else names.get(type(value), type(value).__name__)
-
-
-def _check(value: Any, kind: Kind, path: str) -> Any:
-    if not kind[0](value):
-        raise BadRequest(f"{path}: expected {kind[1]}, got {_kind(value)}")
-    return value
-
-
-class _Fields:
-    """Checked reads of one JSON object; what is not taken stays in ``extra``."""
-
-    def __init__(self, obj: Any, path: str):
-        self.obj, self.path, self.extra = _check(obj, _OBJ, path or "request body"), path, dict(obj)
-
-    def read(self, key: str, kind: Kind, *, required: bool = False) -> Any:
-        """The checked value (None when absent or null), left in ``extra``."""
-        value, where = self.obj.get(key), f"{self.path}.{key}" if self.path else key
-        if value is None and required:
-            raise BadRequest(
-                f"{where}: expected {kind[1]}, got {'null' if key in self.obj else 'no such field'}"
-            )
-        return None if value is None else _check(value, kind, where)
-
-    def take(self, key: str, kind: Kind, default: Any = None, *, required: bool = False) -> Any:
-        """The checked value, out of ``extra`` unless it equals the default (then it is echoed as sent)."""
-        value = self.read(key, kind, required=required)
-        if value is None:
-            return default
-        if value != default:
-            del self.extra[key]
-        return value
-
-
 # --- requests: wire -> ChatRequest ------------------------------------------------------------------
 
 
@@ -133,27 +90,27 @@ def _blocks(value: Any, path: str) -> list[TextPart | ImagePart]:
     if isinstance(value, str):
         return [TextPart(text=value)]
     parts: list[TextPart | ImagePart] = []
-    for i, block in enumerate(_check(value, _CONTENT, path)):
-        f = _Fields(block, f"{path}[{i}]")
-        if (kind := f.read("type", _STR, required=True)) == "text":
-            parts.append(TextPart(text=f.take("text", _STR, required=True), extra=f.extra))
+    for i, block in enumerate(check(value, _CONTENT, path)):
+        f = Fields(block, f"{path}[{i}]")
+        if (kind := f.read("type", STR, required=True)) == "text":
+            parts.append(TextPart(text=f.take("text", STR, required=True), extra=f.extra))
             continue
         if kind == "image_url":
-            _Fields(f.read("image_url", _OBJ, required=True), f"{f.path}.image_url").read(
-                "url", _STR, required=True
+            Fields(f.read("image_url", OBJ, required=True), f"{f.path}.image_url").read(
+                "url", STR, required=True
             )
         parts.append(ImagePart(raw=dict(block)))
     return parts
 
 
 def _tool_call(raw: Any, path: str) -> ToolCall:
-    f = _Fields(raw, path)
-    call_id = f.take("id", _STR, required=True)
-    if f.take("type", _STR, "function") != "function":
+    f = Fields(raw, path)
+    call_id = f.take("id", STR, required=True)
+    if f.take("type", STR, "function") != "function":
         raise BadRequest(f"{path}.type: expected 'function', got {raw['type']!r}")
     f.extra.pop("type", None)
-    fn = _Fields(f.take("function", _OBJ, required=True), f"{path}.function")
-    name, arguments = fn.take("name", _STR, required=True), fn.take("arguments", _STR, required=True)
+    fn = Fields(f.take("function", OBJ, required=True), f"{path}.function")
+    name, arguments = fn.take("name", STR, required=True), fn.take("arguments", STR, required=True)
     return ToolCall(
         id=call_id,
         name=name,
@@ -162,30 +119,30 @@ def _tool_call(raw: Any, path: str) -> ToolCall:
     )
 
 
-def _assistant(f: _Fields) -> list[Part]:
+def _assistant(f: Fields) -> list[Part]:
     parts: list[Part] = []
     # SGLang and DeepSeek send reasoning_content, vLLM reasoning; when both come the second stays in extra
-    if sent := [k for k in ("reasoning_content", "reasoning") if f.read(k, _STR) is not None]:
+    if sent := [k for k in ("reasoning_content", "reasoning") if f.read(k, STR) is not None]:
         marker = {"field": "reasoning"} if sent[0] == "reasoning" else {}
-        parts.append(ReasoningPart(text=f.take(sent[0], _STR), extra=marker))
+        parts.append(ReasoningPart(text=f.take(sent[0], STR), extra=marker))
     if f.read("content", _CONTENT) not in (None, []):  # null and [] stay in extra, echoed as sent
         parts += _blocks(f.take("content", _CONTENT), f"{f.path}.content")
-    calls = f.take("tool_calls", _LIST, [])
+    calls = f.take("tool_calls", LIST, [])
     return parts + [_tool_call(c, f"{f.path}.tool_calls[{i}]") for i, c in enumerate(calls)]
 
 
 def _message(raw: Any, path: str) -> Message:
-    f = _Fields(raw, path)
-    role = f.take("role", _STR, required=True)
+    f = Fields(raw, path)
+    role = f.take("role", STR, required=True)
     if role not in _ROLES:
         raise BadRequest(f"{path}.role: expected one of {', '.join(_ROLES)}, got {role!r}")
-    name = f.take("name", _STR)
+    name = f.take("name", STR)
     if role == "assistant":
         return Message(role="assistant", content=_assistant(f), name=name, extra=f.extra)
     content = _blocks(f.read("content", _CONTENT, required=True), f"{path}.content")
     del f.extra["content"]
     if role == "tool":
-        result = ToolResult(call_id=f.take("tool_call_id", _STR, required=True), content=content)
+        result = ToolResult(call_id=f.take("tool_call_id", STR, required=True), content=content)
         return Message(role="tool", content=[result], name=name, extra=f.extra)
     if role == "developer":
         f.extra["role"] = "developer"
@@ -193,16 +150,16 @@ def _message(raw: Any, path: str) -> Message:
 
 
 def _tool(raw: Any, path: str) -> Tool:
-    outer = _Fields(raw, path)
-    if outer.take("type", _STR, required=True) != "function":
+    outer = Fields(raw, path)
+    if outer.take("type", STR, required=True) != "function":
         raise BadRequest(
             f"{path}.type: expected 'function' (other tool types are not supported), got {raw['type']!r}"
         )
-    f = _Fields(outer.take("function", _OBJ, required=True), f"{path}.function")
+    f = Fields(outer.take("function", OBJ, required=True), f"{path}.function")
     name, description, parameters = (
-        f.take("name", _STR, required=True),
-        f.take("description", _STR, ""),
-        f.take("parameters", _OBJ, {}),
+        f.take("name", STR, required=True),
+        f.take("description", STR, ""),
+        f.take("parameters", OBJ, {}),
     )
     return Tool(
         name=name,
@@ -212,49 +169,49 @@ def _tool(raw: Any, path: str) -> Tool:
     )
 
 
-def _params(f: _Fields) -> SamplingParams:
+def _params(f: Fields) -> SamplingParams:
     if isinstance(stop := f.read("stop", _STOP), list):  # a string stays in extra, to be sent back as one
-        stop = [_check(s, _STR, f"stop[{i}]") for i, s in enumerate(f.take("stop", _LIST, []))]
-    if (n := f.read("n", _INT)) is not None and n != 1:
+        stop = [check(s, STR, f"stop[{i}]") for i, s in enumerate(f.take("stop", LIST, []))]
+    if (n := f.read("n", INT)) is not None and n != 1:
         raise BadRequest(f"n: only n=1 is supported (one completion per call), got {n}")
     # max_completion_tokens stays in extra: it marks the name to send the limit under
-    max_tokens, _ = f.read("max_completion_tokens", _INT), f.read("max_tokens", _INT)
-    reasoning = {k: f.take(k, _STR if k == "reasoning_effort" else _OBJ) for k in _REASONING_KEYS}
+    max_tokens, _ = f.read("max_completion_tokens", INT), f.read("max_tokens", INT)
+    reasoning = {k: f.take(k, STR if k == "reasoning_effort" else OBJ) for k in _REASONING_KEYS}
     return SamplingParams(
-        max_tokens=f.take("max_tokens", _INT) if max_tokens is None else max_tokens,
-        temperature=f.take("temperature", _NUM),
-        top_p=f.take("top_p", _NUM),
-        top_k=f.take("top_k", _INT),
+        max_tokens=f.take("max_tokens", INT) if max_tokens is None else max_tokens,
+        temperature=f.take("temperature", NUM),
+        top_p=f.take("top_p", NUM),
+        top_k=f.take("top_k", INT),
         stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
-        seed=f.take("seed", _INT),
-        logprobs=f.take("logprobs", _BOOL, False),
-        top_logprobs=f.take("top_logprobs", _INT),
+        seed=f.take("seed", INT),
+        logprobs=f.take("logprobs", BOOL, False),
+        top_logprobs=f.take("top_logprobs", INT),
         reasoning={k: v for k, v in reasoning.items() if v is not None},
     )
 
 
 def decode_request(body: Mapping[str, Any]) -> ChatRequest:
     """A request body -> ChatRequest; a malformed body raises ``BadRequest`` naming the field."""
-    f = _Fields(body, "")
-    model = f.take("model", _STR, required=True)
-    if not (raw_messages := f.read("messages", _LIST, required=True)):
+    f = Fields(body, "")
+    model = f.take("model", STR, required=True)
+    if not (raw_messages := f.read("messages", LIST, required=True)):
         raise BadRequest("messages: expected at least one message, got an empty list")
     del f.extra["messages"]
     messages = [_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages)]
-    tools = [_tool(t, f"tools[{i}]") for i, t in enumerate(f.take("tools", _LIST, []))]
-    options = _Fields(f.read("stream_options", _OBJ) or {}, "stream_options")
-    if include_usage := bool(options.take("include_usage", _BOOL, False)):
+    tools = [_tool(t, f"tools[{i}]") for i, t in enumerate(f.take("tools", LIST, []))]
+    options = Fields(f.read("stream_options", OBJ) or {}, "stream_options")
+    if include_usage := bool(options.take("include_usage", BOOL, False)):
         f.extra.pop("stream_options")
         f.extra |= {"stream_options": options.extra} if options.extra else {}
-    metadata = {k: f.take(k, _STR if k == "user" else _OBJ) for k in _METADATA_KEYS}
+    metadata = {k: f.take(k, STR if k == "user" else OBJ) for k in _METADATA_KEYS}
     return ChatRequest(
         format="openai-chat",
         model=model,
         messages=messages,
         tools=tools,
-        tool_choice=f.take("tool_choice", _CHOICE),
+        tool_choice=f.take("tool_choice", CHOICE),
         params=_params(f),
-        stream=f.take("stream", _BOOL, False),
+        stream=f.take("stream", BOOL, False),
         include_usage=include_usage,
         metadata={k: v for k, v in metadata.items() if v is not None},
         extra=f.extra,
@@ -471,12 +428,10 @@ def sse_keepalive() -> bytes:
 
 
 def _token(raw: Any, path: str, token_id: int | None) -> TokenLogprob:
-    f = _Fields(raw, path)
-    token, logprob = f.read("token", _STR, required=True), f.read("logprob", _NUM, required=True)
-    alts = [
-        _Fields(a, f"{path}.top_logprobs[{i}]") for i, a in enumerate(f.read("top_logprobs", _LIST) or [])
-    ]
-    top = tuple((a.read("token", _STR, required=True), a.read("logprob", _NUM, required=True)) for a in alts)
+    f = Fields(raw, path)
+    token, logprob = f.read("token", STR, required=True), f.read("logprob", NUM, required=True)
+    alts = [Fields(a, f"{path}.top_logprobs[{i}]") for i, a in enumerate(f.read("top_logprobs", LIST) or [])]
+    top = tuple((a.read("token", STR, required=True), a.read("logprob", NUM, required=True)) for a in alts)
     if token_id is None and (match := _TOKEN_ID.fullmatch(token)):
         token_id = int(match.group(1))
     return TokenLogprob(token=token, logprob=logprob, token_id=token_id, top=top)
@@ -494,18 +449,18 @@ class _Answer:
         self.token_ids: list[int] | None = None
         self.logprobs: list[tuple[Any, str]] | None = None  # (raw entry, its path)
 
-    def top(self, f: _Fields) -> None:
-        self.id, self.model = self.id or f.read("id", _STR), self.model or f.read("model", _STR)
+    def top(self, f: Fields) -> None:
+        self.id, self.model = self.id or f.read("id", STR), self.model or f.read("model", STR)
         self.prompt_token_ids = f.read("prompt_token_ids", _IDS) or self.prompt_token_ids  # vLLM
-        if (raw := f.read("usage", _OBJ)) is None:
+        if (raw := f.read("usage", OBJ)) is None:
             return
-        u = _Fields(raw, f"{f.path}.usage")
-        cached = _Fields(u.read("prompt_tokens_details", _OBJ) or {}, "").read("cached_tokens", _INT) or 0
-        details = _Fields(u.read("completion_tokens_details", _OBJ) or {}, "")
+        u = Fields(raw, f"{f.path}.usage")
+        cached = Fields(u.read("prompt_tokens_details", OBJ) or {}, "").read("cached_tokens", INT) or 0
+        details = Fields(u.read("completion_tokens_details", OBJ) or {}, "")
         reasoning = (
-            details.read("reasoning_tokens", _INT) or u.read("reasoning_tokens", _INT) or 0
+            details.read("reasoning_tokens", INT) or u.read("reasoning_tokens", INT) or 0
         )  # or SGLang's
-        prompt, output = u.read("prompt_tokens", _INT) or 0, u.read("completion_tokens", _INT) or 0
+        prompt, output = u.read("prompt_tokens", INT) or 0, u.read("completion_tokens", INT) or 0
         self.usage = Usage(
             input_tokens=prompt,
             output_tokens=output,
@@ -513,31 +468,31 @@ class _Answer:
             reasoning_tokens=reasoning,
         )
 
-    def add(self, choice: _Fields, message: _Fields, *, streamed: bool) -> None:
-        self.text += message.read("content", _STR) or ""
-        self.reasoning += message.read("reasoning_content", _STR) or message.read("reasoning", _STR) or ""
-        for i, call in enumerate(message.read("tool_calls", _LIST) or []):
-            self.call(_Fields(call, f"{message.path}.tool_calls[{i}]"), None if streamed else i)
-        self.finish = choice.read("finish_reason", _STR) or self.finish
+    def add(self, choice: Fields, message: Fields, *, streamed: bool) -> None:
+        self.text += message.read("content", STR) or ""
+        self.reasoning += message.read("reasoning_content", STR) or message.read("reasoning", STR) or ""
+        for i, call in enumerate(message.read("tool_calls", LIST) or []):
+            self.call(Fields(call, f"{message.path}.tool_calls[{i}]"), None if streamed else i)
+        self.finish = choice.read("finish_reason", STR) or self.finish
         if (ids := choice.read("token_ids", _IDS)) is not None:
             self.token_ids = (self.token_ids or []) + ids
         self.prompt_token_ids = choice.read("prompt_token_ids", _IDS) or self.prompt_token_ids  # SGLang
-        if (lp := choice.read("logprobs", _OBJ)) is not None:
-            content = _Fields(lp, f"{choice.path}.logprobs").read("content", _LIST) or []
+        if (lp := choice.read("logprobs", OBJ)) is not None:
+            content = Fields(lp, f"{choice.path}.logprobs").read("content", LIST) or []
             path = f"{choice.path}.logprobs.content"
             self.logprobs = (self.logprobs or []) + [(x, f"{path}[{i}]") for i, x in enumerate(content)]
 
-    def call(self, f: _Fields, index: int | None) -> None:
+    def call(self, f: Fields, index: int | None) -> None:
         """One tool call, or a fragment of one, merged by ``index`` (by id for servers that omit it)."""
-        call_id, index = f.read("id", _STR), f.read("index", _INT) if index is None else index
+        call_id, index = f.read("id", STR), f.read("index", INT) if index is None else index
         if index is None:
             known = {entry[0]: i for i, entry in self.calls.items()}
             index = known.get(call_id, len(self.calls) if call_id or not self.calls else max(self.calls))
         fn, entry = (
-            _Fields(f.read("function", _OBJ) or {}, f"{f.path}.function"),
+            Fields(f.read("function", OBJ) or {}, f"{f.path}.function"),
             self.calls.setdefault(index, ["", "", ""]),
         )
-        entry[0], entry[1] = entry[0] or call_id or "", entry[1] or fn.read("name", _STR) or ""
+        entry[0], entry[1] = entry[0] or call_id or "", entry[1] or fn.read("name", STR) or ""
         arguments = fn.read("arguments", _ANY)  # a string; some servers send an object
         entry[2] += (
             arguments if isinstance(arguments, str) else "" if arguments is None else json.dumps(arguments)
@@ -574,11 +529,11 @@ def decode_response(body: Mapping[str, Any]) -> Completion:
     if isinstance(body, Mapping) and body.get("error") is not None and not body.get("choices"):
         raise InfraError(f"upstream chat completion error: {json.dumps(body['error'])[:500]}")
     try:
-        f, answer = _Fields(body, "response"), _Answer()
-        if not (choices := f.read("choices", _LIST, required=True)):
+        f, answer = Fields(body, "response"), _Answer()
+        if not (choices := f.read("choices", LIST, required=True)):
             raise BadRequest("response.choices: expected at least one choice, got an empty list")
-        choice = _Fields(choices[0], "response.choices[0]")
-        message = _Fields(choice.read("message", _OBJ, required=True), f"{choice.path}.message")
+        choice = Fields(choices[0], "response.choices[0]")
+        message = Fields(choice.read("message", OBJ, required=True), f"{choice.path}.message")
         answer.top(f)
         answer.add(choice, message, streamed=False)
         return answer.completion(streamed=False)
@@ -601,20 +556,18 @@ def decode_stream(events: Iterable[tuple[str | None, str]]) -> Completion:
         if isinstance(chunk, Mapping) and chunk.get("error") is not None:
             raise InfraError(f"upstream chat completion stream error: {json.dumps(chunk['error'])[:500]}")
         try:
-            _add_chunk(answer, _Fields(chunk, "chunk"))
+            _add_chunk(answer, Fields(chunk, "chunk"))
         except BadRequest as exc:
             raise InfraError(f"unreadable upstream chat completion chunk: {exc.message}") from None
     return answer.completion(streamed=True)
 
 
-def _add_chunk(answer: _Answer, f: _Fields) -> None:
+def _add_chunk(answer: _Answer, f: Fields) -> None:
     answer.top(f)
-    for i, raw in enumerate(f.read("choices", _LIST) or []):
-        choice = _Fields(raw, f"chunk.choices[{i}]")
-        if choice.read("index", _INT) in (0, None):
-            answer.add(
-                choice, _Fields(choice.read("delta", _OBJ) or {}, f"{choice.path}.delta"), streamed=True
-            )
+    for i, raw in enumerate(f.read("choices", LIST) or []):
+        choice = Fields(raw, f"chunk.choices[{i}]")
+        if choice.read("index", INT) in (0, None):
+            answer.add(choice, Fields(choice.read("delta", OBJ) or {}, f"{choice.path}.delta"), streamed=True)
 
 
 class OpenAIChatCodec:

@@ -56,13 +56,14 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
 from kwaigym.chat import sse
 from kwaigym.chat.codec import BadRequest
+from kwaigym.chat.fields import BOOL, CHOICE, INT, LIST, NUM, OBJ, STR, Fields, Kind, check
 from kwaigym.chat.types import (
     ChatRequest,
     Completion,
@@ -80,14 +81,6 @@ from kwaigym.chat.types import (
     Usage,
 )
 
-Kind = tuple[Callable[[Any], bool], str]
-_STR: Kind = (lambda v: isinstance(v, str), "a string")
-_INT: Kind = (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer")
-_NUM: Kind = (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
-_BOOL: Kind = (lambda v: isinstance(v, bool), "a boolean")
-_OBJ: Kind = (lambda v: isinstance(v, Mapping), "an object")
-_LIST: Kind = (lambda v: isinstance(v, list), "a list")
-_CHOICE: Kind = (lambda v: isinstance(v, str | Mapping), "a string or an object")
 _INPUT: Kind = (lambda v: isinstance(v, str | list), "a string or a list of items")
 _CONTENT: Kind = (lambda v: isinstance(v, str | list), "a string or a list of content parts")
 _ROLES = ("user", "assistant", "system", "developer")
@@ -107,43 +100,6 @@ _EMPTY: dict[str, dict[str, Any]] = {
 }
 
 
-def _kind(value: Any) -> str:
-    names = {type(None): "null", bool: "bool", list: "list"}
-    return "object" if isinstance(value, Mapping) else names.get(type(value), type(value).__name__)
-
-
-def _check(value: Any, kind: Kind, path: str) -> Any:
-    if not kind[0](value):
-        raise BadRequest(f"{path}: expected {kind[1]}, got {_kind(value)}")
-    return value
-
-
-class _Fields:
-    """Checked reads of one JSON object; what is not taken stays in ``extra``."""
-
-    def __init__(self, obj: Any, path: str):
-        self.obj = _check(obj, _OBJ, path or "request body")
-        self.path, self.extra = path, dict(obj)
-
-    def read(self, key: str, kind: Kind, *, required: bool = False) -> Any:
-        """The checked value (None when absent or null), left in ``extra``."""
-        value, where = self.obj.get(key), f"{self.path}.{key}" if self.path else key
-        if value is None and required:
-            raise BadRequest(
-                f"{where}: expected {kind[1]}, got {'null' if key in self.obj else 'no such field'}"
-            )
-        return None if value is None else _check(value, kind, where)
-
-    def take(self, key: str, kind: Kind, default: Any = None, *, required: bool = False) -> Any:
-        """The checked value, out of ``extra`` unless it equals the default (then it is echoed as sent)."""
-        value = self.read(key, kind, required=required)
-        if value is None:
-            return default
-        if value != default:
-            del self.extra[key]
-        return value
-
-
 # --- requests: wire -> ChatRequest ------------------------------------------------------------------
 
 
@@ -152,10 +108,10 @@ def _content(value: Any, path: str) -> list[TextPart | ImagePart]:
     if isinstance(value, str):
         return [TextPart(text=value)]
     parts: list[TextPart | ImagePart] = []
-    for i, raw in enumerate(_check(value, _CONTENT, path)):
-        f = _Fields(raw, f"{path}[{i}]")
-        if f.read("type", _STR, required=True) in ("input_text", "output_text"):
-            parts.append(TextPart(text=f.take("text", _STR, required=True), extra=f.extra))
+    for i, raw in enumerate(check(value, _CONTENT, path)):
+        f = Fields(raw, f"{path}[{i}]")
+        if f.read("type", STR, required=True) in ("input_text", "output_text"):
+            parts.append(TextPart(text=f.take("text", STR, required=True), extra=f.extra))
         else:
             parts.append(ImagePart(raw=dict(raw)))
     return parts
@@ -173,34 +129,34 @@ def _summary(text: str) -> list[dict[str, Any]]:
     return [{"type": "summary_text", "text": text}] if text else []
 
 
-def _reasoning(f: _Fields) -> ReasoningPart:
-    summary, content = f.read("summary", _LIST) or [], f.read("content", _LIST)
+def _reasoning(f: Fields) -> ReasoningPart:
+    summary, content = f.read("summary", LIST) or [], f.read("content", LIST)
     for key, parts in (("summary", summary), ("content", content or [])):
         for i, p in enumerate(parts):
-            _Fields(p, f"{f.path}.{key}[{i}]").read("text", _STR, required=True)
+            Fields(p, f"{f.path}.{key}[{i}]").read("text", STR, required=True)
     text = _joined(summary) or _joined(content)
     if f.obj.get("summary") == _summary(text) and content is None:
         f.extra.pop("summary", None)  # the usual form, rebuilt from the text
     f.extra.pop("type", None)
-    return ReasoningPart(text=text, signature=f.take("encrypted_content", _STR), extra=f.extra)
+    return ReasoningPart(text=text, signature=f.take("encrypted_content", STR), extra=f.extra)
 
 
-def _tool_call(f: _Fields) -> ToolCall:
+def _tool_call(f: Fields) -> ToolCall:
     f.extra.pop("type", None)
-    call_id, name = f.take("call_id", _STR, required=True), f.take("name", _STR, required=True)
-    return ToolCall(id=call_id, name=name, arguments=f.take("arguments", _STR, required=True), extra=f.extra)
+    call_id, name = f.take("call_id", STR, required=True), f.take("name", STR, required=True)
+    return ToolCall(id=call_id, name=name, arguments=f.take("arguments", STR, required=True), extra=f.extra)
 
 
-def _tool_result(f: _Fields) -> Message:
+def _tool_result(f: Fields) -> Message:
     f.extra.pop("type", None)
-    call_id = f.take("call_id", _STR, required=True)
+    call_id = f.take("call_id", STR, required=True)
     content = _content(f.read("output", _CONTENT, required=True), f"{f.path}.output")
     del f.extra["output"]
     return Message(role="tool", content=[ToolResult(call_id=call_id, content=content, extra=f.extra)])
 
 
-def _message(f: _Fields) -> Message:
-    role = f.take("role", _STR, required=True)
+def _message(f: Fields) -> Message:
+    role = f.take("role", STR, required=True)
     if role not in _ROLES:
         raise BadRequest(f"{f.path}.role: expected one of {', '.join(_ROLES)}, got {role!r}")
     content = _content(f.read("content", _CONTENT, required=True), f"{f.path}.content")
@@ -221,8 +177,8 @@ def _items(raw_items: list, path: str) -> list[Message]:
     out: list[Message] = []
     turn = has_text = False  # the last message is an open assistant turn / it holds a message item
     for i, raw in enumerate(raw_items):
-        f = _Fields(raw, f"{path}[{i}]")
-        kind = f.read("type", _STR) or ("message" if "role" in f.obj else None)
+        f = Fields(raw, f"{path}[{i}]")
+        kind = f.read("type", STR) or ("message" if "role" in f.obj else None)
         if kind is None:
             raise BadRequest(f"{f.path}: expected an item with a 'type' (or a message with a 'role')")
         if kind == "message":
@@ -252,36 +208,36 @@ def _items(raw_items: list, path: str) -> list[Message]:
 
 
 def _tool(raw: Any, path: str) -> Tool:
-    f = _Fields(raw, path)
-    kind = f.read("type", _STR, required=True)
+    f = Fields(raw, path)
+    kind = f.read("type", STR, required=True)
     if kind != "function":  # hosted, namespace, custom, MCP...: kept whole
         name = f.obj.get("name")
         return Tool(name=name if isinstance(name, str) else kind, extra=dict(raw))
     del f.extra["type"]
-    name, description = f.take("name", _STR, required=True), f.take("description", _STR, "")
-    return Tool(name=name, description=description, parameters=f.take("parameters", _OBJ, {}), extra=f.extra)
+    name, description = f.take("name", STR, required=True), f.take("description", STR, "")
+    return Tool(name=name, description=description, parameters=f.take("parameters", OBJ, {}), extra=f.extra)
 
 
-def _params(f: _Fields) -> SamplingParams:
-    include = f.read("include", _LIST) or []
+def _params(f: Fields) -> SamplingParams:
+    include = f.read("include", LIST) or []
     for i, value in enumerate(include):
-        _check(value, _STR, f"include[{i}]")
+        check(value, STR, f"include[{i}]")
     return SamplingParams(
-        max_tokens=f.take("max_output_tokens", _INT),
-        temperature=f.take("temperature", _NUM),
-        top_p=f.take("top_p", _NUM),
+        max_tokens=f.take("max_output_tokens", INT),
+        temperature=f.take("temperature", NUM),
+        top_p=f.take("top_p", NUM),
         logprobs=_LOGPROBS in include,  # include itself stays in extra
-        top_logprobs=f.take("top_logprobs", _INT),
-        reasoning=f.take("reasoning", _OBJ, {}),
+        top_logprobs=f.take("top_logprobs", INT),
+        reasoning=f.take("reasoning", OBJ, {}),
     )
 
 
 def decode_request(body: Mapping[str, Any]) -> ChatRequest:
     """A ``/v1/responses`` request body -> ChatRequest; a malformed one raises BadRequest naming the field."""
-    f = _Fields(body, "")
-    model = f.take("model", _STR, required=True)
+    f = Fields(body, "")
+    model = f.take("model", STR, required=True)
     messages: list[Message] = []
-    if (instructions := f.take("instructions", _STR)) is not None:
+    if (instructions := f.take("instructions", STR)) is not None:
         messages.append(
             Message(role="system", content=[TextPart(text=instructions)], extra={_FROM: "instructions"})
         )
@@ -291,9 +247,9 @@ def decode_request(body: Mapping[str, Any]) -> ChatRequest:
         messages.append(Message(role="user", content=[TextPart(text=given)], extra={_FROM: "input"}))
     else:
         messages += _items(given, "input")
-    tools = [_tool(t, f"tools[{i}]") for i, t in enumerate(f.take("tools", _LIST, []))]
-    tool_choice, params = f.take("tool_choice", _CHOICE), _params(f)
-    metadata = {"user": f.take("user", _STR, ""), "metadata": f.take("metadata", _OBJ, {})}
+    tools = [_tool(t, f"tools[{i}]") for i, t in enumerate(f.take("tools", LIST, []))]
+    tool_choice, params = f.take("tool_choice", CHOICE), _params(f)
+    metadata = {"user": f.take("user", STR, ""), "metadata": f.take("metadata", OBJ, {})}
     return ChatRequest(
         format="openai-responses",
         model=model,
@@ -301,7 +257,7 @@ def decode_request(body: Mapping[str, Any]) -> ChatRequest:
         tools=tools,
         tool_choice=tool_choice,
         params=params,
-        stream=f.take("stream", _BOOL, False),
+        stream=f.take("stream", BOOL, False),
         metadata={k: v for k, v in metadata.items() if v},
         extra=f.extra,
     )
@@ -570,51 +526,49 @@ def sse_completion(completion: Completion, request: ChatRequest, *, response_id:
 
 
 def _token(raw: Any, path: str) -> TokenLogprob:
-    f = _Fields(raw, path)
-    alts = [
-        _Fields(t, f"{path}.top_logprobs[{j}]") for j, t in enumerate(f.read("top_logprobs", _LIST) or [])
-    ]
-    top = tuple((a.read("token", _STR, required=True), a.read("logprob", _NUM, required=True)) for a in alts)
+    f = Fields(raw, path)
+    alts = [Fields(t, f"{path}.top_logprobs[{j}]") for j, t in enumerate(f.read("top_logprobs", LIST) or [])]
+    top = tuple((a.read("token", STR, required=True), a.read("logprob", NUM, required=True)) for a in alts)
     return TokenLogprob(
-        token=f.read("token", _STR, required=True), logprob=f.read("logprob", _NUM, required=True), top=top
+        token=f.read("token", STR, required=True), logprob=f.read("logprob", NUM, required=True), top=top
     )
 
 
-def _usage_of(f: _Fields) -> Usage:
-    if (raw := f.read("usage", _OBJ)) is None:
+def _usage_of(f: Fields) -> Usage:
+    if (raw := f.read("usage", OBJ)) is None:
         return Usage()
-    u = _Fields(raw, f"{f.path}.usage")
-    given = _Fields(u.read("input_tokens_details", _OBJ) or {}, f"{u.path}.input_tokens_details")
-    made = _Fields(u.read("output_tokens_details", _OBJ) or {}, f"{u.path}.output_tokens_details")
-    cached, written = given.read("cached_tokens", _INT) or 0, given.read("cache_write_tokens", _INT) or 0
+    u = Fields(raw, f"{f.path}.usage")
+    given = Fields(u.read("input_tokens_details", OBJ) or {}, f"{u.path}.input_tokens_details")
+    made = Fields(u.read("output_tokens_details", OBJ) or {}, f"{u.path}.output_tokens_details")
+    cached, written = given.read("cached_tokens", INT) or 0, given.read("cache_write_tokens", INT) or 0
     return Usage(
-        input_tokens=u.read("input_tokens", _INT) or 0,
-        output_tokens=u.read("output_tokens", _INT) or 0,
+        input_tokens=u.read("input_tokens", INT) or 0,
+        output_tokens=u.read("output_tokens", INT) or 0,
         cache_read_tokens=cached,
         cache_write_tokens=written,
-        reasoning_tokens=made.read("reasoning_tokens", _INT) or 0,
+        reasoning_tokens=made.read("reasoning_tokens", INT) or 0,
     )
 
 
-def _finish(f: _Fields) -> FinishReason:
-    status = f.read("status", _STR)
+def _finish(f: Fields) -> FinishReason:
+    status = f.read("status", STR)
     if status == "incomplete":
-        details = f.read("incomplete_details", _OBJ) or {}
+        details = f.read("incomplete_details", OBJ) or {}
         return _INCOMPLETE.get(details.get("reason"), "length")  # type: ignore[arg-type]
     return "stop" if status in ("completed", None) else "error"
 
 
 def _completion(body: Any, path: str) -> Completion:
     """A ``response`` object -> Completion; ids ``encode_response`` made up and ``status`` are dropped."""
-    f = _Fields(body, path)
-    base, texts, logprobs = (f.read("id", _STR) or "").removeprefix("resp_"), [], None
+    f = Fields(body, path)
+    base, texts, logprobs = (f.read("id", STR) or "").removeprefix("resp_"), [], None
     reasoning: list[ReasoningPart] = []
     calls: list[ToolCall] = []
-    for i, raw in enumerate(f.read("output", _LIST, required=True)):
-        item = _Fields(raw, f"{path}.output[{i}]")
-        kind = item.read("type", _STR, required=True)
+    for i, raw in enumerate(f.read("output", LIST, required=True)):
+        item = Fields(raw, f"{path}.output[{i}]")
+        kind = item.read("type", STR, required=True)
         prefix = {"reasoning": "rs", "message": "msg", "function_call": "fc"}.get(kind)
-        if item.read("id", _STR) == f"{prefix}_{base}_{i}":
+        if item.read("id", STR) == f"{prefix}_{base}_{i}":
             del item.extra["id"]
         item.extra.pop("status", None)
         if kind == "reasoning":
@@ -622,12 +576,12 @@ def _completion(body: Any, path: str) -> Completion:
         elif kind == "function_call":
             calls.append(_tool_call(item))
         elif kind == "message":
-            for j, part in enumerate(_content(item.read("content", _LIST) or [], f"{item.path}.content")):
+            for j, part in enumerate(_content(item.read("content", LIST) or [], f"{item.path}.content")):
                 if isinstance(part, TextPart) and part.extra.get("type") == "output_text":
                     texts.append(part.text)
                     where = f"{item.path}.content[{j}].logprobs"
                     if "logprobs" in part.extra:
-                        given = enumerate(_check(part.extra["logprobs"], _LIST, where))
+                        given = enumerate(check(part.extra["logprobs"], LIST, where))
                         logprobs = (*(logprobs or ()), *(_token(t, f"{where}[{k}]") for k, t in given))
     return Completion(
         text="".join(texts),
@@ -635,8 +589,8 @@ def _completion(body: Any, path: str) -> Completion:
         tool_calls=tuple(calls),
         finish_reason=_finish(f),
         usage=_usage_of(f),
-        model=f.read("model", _STR),
-        id=f.read("id", _STR),
+        model=f.read("model", STR),
+        id=f.read("id", STR),
         logprobs=logprobs,
     )
 
@@ -691,12 +645,12 @@ def decode_stream(events: Iterable[tuple[str | None, str]]) -> Completion:
             event = json.loads(data)
         except ValueError as exc:
             raise BadRequest(f"stream: an event is not JSON ({exc}): {data[:200]}") from None
-        event = _check(event, _OBJ, "stream event")
+        event = check(event, OBJ, "stream event")
         kind = event.get("type", name)
         if kind == "error":
             raise BadRequest(f"the server sent an error in the stream: {json.dumps(event)[:500]}")
         if kind in _TERMINAL:
-            final = _check(event.get("response"), _OBJ, f"stream: {kind}.response")
+            final = check(event.get("response"), OBJ, f"stream: {kind}.response")
         elif kind in ("response.created", "response.in_progress") and isinstance(
             event.get("response"), Mapping
         ):
