@@ -7,6 +7,8 @@
     kwaigym sandbox run [--image I] CMD   run one command in a fresh sandbox, print its output
     kwaigym sandbox list                  kwaigym's containers and whether they are leftovers
     kwaigym sandbox prune [--all]         remove leftovers of crashed runs (or every sandbox)
+    kwaigym scaffolds list|install NAME|check NAME
+                                          agent adapters; check runs one with a scripted policy
     kwaigym proxy serve --echo|--upstream URL [--record FILE]
                                           the interception proxy for agents started by hand
 
@@ -45,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("context")
     build.add_argument("-f", "--file", help="Containerfile (default: Containerfile or Dockerfile in context)")
     build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+
+    scaffolds = sub.add_parser("scaffolds", help="list, install and check agent adapters").add_subparsers(
+        dest="action", required=True
+    )
+    scaffolds.add_parser("list", help="known adapters")
+    scaffolds.add_parser("install", help="build an adapter's bundle (cached)").add_argument("name")
+    scaffolds.add_parser("check", help="run an adapter once with a scripted policy").add_argument("name")
 
     proxy = sub.add_parser("proxy", help="the interception proxy").add_subparsers(
         dest="action", required=True
@@ -108,6 +117,36 @@ async def _sandbox(args, service) -> int:
     return 0
 
 
+async def _scaffolds(args, service) -> int:
+    from kwaigym.sandbox import PodmanBackend
+    from kwaigym.sandbox.images import ImageStore
+    from scaffolds import registry
+    from scaffolds.check import check
+
+    if args.action == "list":
+        for name, cls in sorted(registry.available().items()):
+            print(f"{name:14} {cls.wire_format:18} {(cls.__doc__ or '').strip().splitlines()[0]}")
+        return 0
+    scaffold = registry.get(args.name)
+    if args.action == "install":
+        print(await asyncio.to_thread(scaffold.install))
+        return 0
+    image = await ImageStore(service).base_image()
+    async with PodmanBackend(service) as backend:
+        report = await check(scaffold, image=image, backend=backend)
+    for call in report.calls:
+        sent = call.request.messages[-1].text[:60] if call.request and call.request.messages else ""
+        answer = call.completion.tool_calls or (call.completion.text if call.completion else call.error)
+        tools = len(call.request.tools) if call.request else 0
+        print(f"{call.path:28} tools={tools:<3} last={sent!r} -> {answer!r}")
+    verdict = "PASS" if report.passed else "FAIL"
+    file_state = "written" if report.file_content else "missing"
+    outcome = report.outcome
+    summary = outcome.final_message[:200]
+    print(f"{scaffold.name}: {verdict} (exit {outcome.exit_code}, file {file_state}): {summary}")
+    return 0 if report.passed else 1
+
+
 async def _main(args) -> int:
     from kwaigym.sandbox.service import PodmanService
 
@@ -126,7 +165,8 @@ async def _main(args) -> int:
 
             print(f"base image: {await ImageStore(service).base_image()}")
             return 0
-        return await (_images if args.command == "images" else _sandbox)(args, service)
+        handler = {"images": _images, "sandbox": _sandbox, "scaffolds": _scaffolds}[args.command]
+        return await handler(args, service)
 
 
 def main(argv: list[str] | None = None) -> int:
