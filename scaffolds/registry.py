@@ -16,8 +16,9 @@ DEFAULT = "mini"
 def _builtin() -> dict[str, type]:
     from scaffolds.claude_code import ClaudeCodeScaffold
     from scaffolds.mini import MiniScaffold
+    from scaffolds.opencode import OpenCodeScaffold
 
-    return {"mini": MiniScaffold, "claude-code": ClaudeCodeScaffold}
+    return {"mini": MiniScaffold, "claude-code": ClaudeCodeScaffold, "opencode": OpenCodeScaffold}
 
 
 def available() -> dict[str, type]:
