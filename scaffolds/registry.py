@@ -15,10 +15,16 @@ DEFAULT = "mini"
 
 def _builtin() -> dict[str, type]:
     from scaffolds.claude_code import ClaudeCodeScaffold
+    from scaffolds.codex import CodexScaffold
     from scaffolds.mini import MiniScaffold
     from scaffolds.opencode import OpenCodeScaffold
 
-    return {"mini": MiniScaffold, "claude-code": ClaudeCodeScaffold, "opencode": OpenCodeScaffold}
+    return {
+        "mini": MiniScaffold,
+        "claude-code": ClaudeCodeScaffold,
+        "opencode": OpenCodeScaffold,
+        "codex": CodexScaffold,
+    }
 
 
 def available() -> dict[str, type]:
