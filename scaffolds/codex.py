@@ -41,6 +41,9 @@ _OVERRIDES = {
     "model_providers.kwaigym.wire_api": '"responses"',
     "model_providers.kwaigym.supports_websockets": "false",
     "model_providers.kwaigym.stream_idle_timeout_ms": "3600000",  # slow policies: up to an hour
+    # the proxy retries its upstream itself; Codex's default (many retries) would re-ask the policy
+    "model_providers.kwaigym.request_max_retries": "1",
+    "model_providers.kwaigym.stream_max_retries": "1",
     "check_for_update_on_startup": "false",
 }
 
