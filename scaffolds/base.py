@@ -58,6 +58,13 @@ class Scaffold(Protocol):
         """Read the agent's exit status and final message from its run."""
 
 
+def finish_call(scaffold: Scaffold, message: str, call_id: str) -> Completion:
+    """The completion that ends ``scaffold``'s run: plain text for most agents; an adapter whose
+    agent ends otherwise (e.g. mini-swe-agent's submit command) defines ``finish(message, call_id)``."""
+    finish = getattr(scaffold, "finish", None)
+    return finish(message, call_id) if finish else Completion(text=message)
+
+
 def tool_call(name: str, call_id: str, **arguments) -> Completion:
     """A completion calling one tool with JSON arguments."""
     return Completion(tool_calls=[ToolCall(id=call_id, name=name, arguments=json.dumps(arguments))])

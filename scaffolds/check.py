@@ -16,7 +16,7 @@ from kwaigym.proxy.responders import CallContext, ScriptedResponder
 from kwaigym.proxy.server import InterceptionProxy
 from kwaigym.sandbox.backend import PodmanBackend
 from kwaigym.sandbox.base import SandboxSpec
-from scaffolds.base import AgentOutcome, Scaffold
+from scaffolds.base import AgentOutcome, Scaffold, finish_call
 
 CHECK_FILE = "/workspace/kwaigym-check.txt"
 CHECK_TEXT = "written by the agent with its own tool"
@@ -40,7 +40,7 @@ def scripted_policy(scaffold: Scaffold, command: str) -> ScriptedResponder:
     def answer(request: ChatRequest, ctx: CallContext):
         answered = any(isinstance(p, ToolResult) for m in request.messages for p in m.content)
         if answered:
-            return "Done: the file is written."
+            return finish_call(scaffold, "Done: the file is written.", "call_kwaigym_done")
         if any(t.name == tool for t in request.tools):
             return scaffold.shell_call(command, "call_kwaigym_check")
         return "ok"

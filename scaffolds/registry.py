@@ -17,6 +17,7 @@ def _builtin() -> dict[str, type]:
     from scaffolds.claude_code import ClaudeCodeScaffold
     from scaffolds.codex import CodexScaffold
     from scaffolds.mini import MiniScaffold
+    from scaffolds.mini_swe_agent import MiniSweAgentScaffold
     from scaffolds.opencode import OpenCodeScaffold
 
     return {
@@ -24,6 +25,7 @@ def _builtin() -> dict[str, type]:
         "claude-code": ClaudeCodeScaffold,
         "opencode": OpenCodeScaffold,
         "codex": CodexScaffold,
+        "mini-swe-agent": MiniSweAgentScaffold,
     }
 
 
