@@ -18,10 +18,8 @@ and submission is printed for :meth:`MiniSweAgentScaffold.outcome`.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 from kwaigym.chat.types import Completion
@@ -29,7 +27,7 @@ from kwaigym.errors import HostSetupError
 from kwaigym.proxy.server import EpisodeRoute
 from kwaigym.sandbox.base import ExecResult, Mount
 from scaffolds.base import MOUNT_ROOT, AgentOutcome, tool_call
-from scaffolds.npm import bundle_cache
+from scaffolds.npm import bundle_cache, cached_install
 
 VERSION = "2.4.6"
 PYTHON = "python3.11"  # the Debian 12 base image's python3
@@ -39,7 +37,6 @@ SUBMIT = "echo COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 STATE_DIR = "/tmp/mini-swe-agent"
 TRAJECTORY = f"{STATE_DIR}/run.traj.json"
 RESULT_PREFIX = "KWAIGYM_RESULT "
-_DONE = ".kwaigym-complete"
 
 # "$@" is the mini argv; afterwards one line reports the trajectory's exit status and submission.
 _SCRIPT = f"""python3 -m minisweagent.run.mini "$@" </dev/null
@@ -60,33 +57,14 @@ def pip_bundle(package: str, version: str, *, cache: Path | None = None, timeout
     Raises:
         HostSetupError: python3.11 is missing or the install failed (its output tail is in the message).
     """
-    cache = cache or bundle_cache()
-    dest = cache / f"{package}-{version}"
-    if (dest / _DONE).exists():
-        return dest
     python = shutil.which(PYTHON)
     if python is None:
         raise HostSetupError(f"installing {package}=={version} needs {PYTHON} on the host")
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f".{dest.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be installing the same bundle
-        if (dest / _DONE).exists():
-            return dest
-        partial = dest.with_name(dest.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        cmd = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-input",
-               "--target", str(partial), f"{package}=={version}"]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            shutil.rmtree(partial, ignore_errors=True)
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-20:])
-            raise HostSetupError(
-                f"`pip install {package}=={version}` failed (exit {proc.returncode}):\n{tail}"
-            )
-        shutil.rmtree(dest, ignore_errors=True)
-        partial.rename(dest)
-        (dest / _DONE).touch()
-    return dest
+    flags = ["--quiet", "--disable-pip-version-check", "--no-input", f"{package}=={version}"]
+    return cached_install(
+        cache or bundle_cache(), f"{package}-{version}", f"{package}=={version}",
+        lambda into: [python, "-m", "pip", "install", "--target", str(into), *flags], timeout,
+    )  # fmt: skip
 
 
 class MiniSweAgentScaffold:

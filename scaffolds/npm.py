@@ -13,6 +13,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from kwaigym.errors import HostSetupError
@@ -27,19 +28,18 @@ def bundle_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kwaigym" / "bundles"
 
 
-def npm_bundle(package: str, version: str, *, cache: Path | None = None, timeout: float = 900) -> Path:
-    """Install ``package@version`` once; return the bundle directory (holding ``node_modules``).
+def cached_install(
+    cache: Path, name: str, what: str, cmd_for: Callable[[Path], list[str]], timeout: float
+) -> Path:
+    """Run ``cmd_for(directory)`` once into ``cache/name``: concurrent installers wait on a file lock,
+    and a half-done install is never used (it goes to ``<name>.partial`` and is renamed when done).
 
     Raises:
-        HostSetupError: npm is missing or the install failed (its output tail is in the message).
+        HostSetupError: the install failed (its output tail is in the message).
     """
-    cache = cache or bundle_cache()
-    dest = cache / f"{package.strip('@').replace('/', '-')}-{version}"
+    dest = cache / name
     if (dest / _DONE).exists():
         return dest
-    npm = shutil.which("npm")
-    if npm is None:
-        raise HostSetupError(f"installing {package}@{version} needs npm: apt-get install npm (or Node.js)")
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / f".{dest.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be installing the same bundle
@@ -47,16 +47,28 @@ def npm_bundle(package: str, version: str, *, cache: Path | None = None, timeout
             return dest
         partial = dest.with_name(dest.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        cmd = [npm, "install", "--prefix", str(partial), "--no-audit", "--no-fund", "--loglevel=error",
-               f"{package}@{version}"]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd_for(partial), capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             shutil.rmtree(partial, ignore_errors=True)
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-20:])
-            raise HostSetupError(
-                f"`npm install {package}@{version}` failed (exit {proc.returncode}):\n{tail}"
-            )
+            raise HostSetupError(f"installing {what} failed (exit {proc.returncode}):\n{tail}")
         shutil.rmtree(dest, ignore_errors=True)
         partial.rename(dest)
         (dest / _DONE).touch()
     return dest
+
+
+def npm_bundle(package: str, version: str, *, cache: Path | None = None, timeout: float = 900) -> Path:
+    """Install ``package@version`` once; return the bundle directory (holding ``node_modules``).
+
+    Raises:
+        HostSetupError: npm is missing or the install failed (its output tail is in the message).
+    """
+    npm = shutil.which("npm")
+    if npm is None:
+        raise HostSetupError(f"installing {package}@{version} needs npm: apt-get install npm (or Node.js)")
+    flags = ["--no-audit", "--no-fund", "--loglevel=error", f"{package}@{version}"]
+    return cached_install(
+        cache or bundle_cache(), f"{package.strip('@').replace('/', '-')}-{version}", f"{package}@{version}",
+        lambda into: [npm, "install", "--prefix", str(into), *flags], timeout,
+    )  # fmt: skip

@@ -54,6 +54,21 @@ class Codec(Protocol):
         """An upstream server's SSE events, as (event name or None, data text) -> Completion."""
 
 
+METHODS = (
+    "decode_request", "encode_request", "encode_response", "sse_prelude", "sse_keepalive",
+    "sse_completion", "decode_response", "decode_stream",
+)  # fmt: skip
+
+
+class ModuleCodec:
+    """A codec whose methods are the functions of the same names in its module (``CODEC`` there)."""
+
+    def __init__(self, name: WireFormat, module_globals: Mapping[str, Any]):
+        self.name = name
+        for method in METHODS:
+            setattr(self, method, module_globals[method])
+
+
 class BadRequest(ConfigError):
     """A request body that does not follow its wire format; answered with HTTP 400 and this message."""
 

@@ -50,7 +50,7 @@ from typing import Any
 import attrs
 
 from kwaigym.chat import sse
-from kwaigym.chat.codec import BadRequest
+from kwaigym.chat.codec import BadRequest, ModuleCodec
 from kwaigym.chat.fields import BOOL, CHOICE, INT, LIST, NUM, OBJ, STR, Fields, Kind, check
 from kwaigym.chat.types import (
     ChatRequest,
@@ -570,18 +570,4 @@ def _add_chunk(answer: _Answer, f: Fields) -> None:
             answer.add(choice, Fields(choice.read("delta", OBJ) or {}, f"{choice.path}.delta"), streamed=True)
 
 
-class OpenAIChatCodec:
-    """The ``openai-chat`` codec: the functions of this module."""
-
-    name = "openai-chat"
-    decode_request = staticmethod(decode_request)
-    encode_request = staticmethod(encode_request)
-    encode_response = staticmethod(encode_response)
-    sse_prelude = staticmethod(sse_prelude)
-    sse_keepalive = staticmethod(sse_keepalive)
-    sse_completion = staticmethod(sse_completion)
-    decode_response = staticmethod(decode_response)
-    decode_stream = staticmethod(decode_stream)
-
-
-CODEC = OpenAIChatCodec()
+CODEC = ModuleCodec("openai-chat", globals())

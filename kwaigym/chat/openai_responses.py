@@ -62,7 +62,7 @@ from typing import Any
 import attrs
 
 from kwaigym.chat import sse
-from kwaigym.chat.codec import BadRequest
+from kwaigym.chat.codec import BadRequest, ModuleCodec
 from kwaigym.chat.fields import BOOL, CHOICE, INT, LIST, NUM, OBJ, STR, Fields, Kind, check
 from kwaigym.chat.types import (
     ChatRequest,
@@ -663,18 +663,4 @@ def decode_stream(events: Iterable[tuple[str | None, str]]) -> Completion:
     return decode_response({**final, "output": final.get("output") or built})
 
 
-class OpenAIResponsesCodec:
-    """The ``openai-responses`` codec (see the module docstring)."""
-
-    name = "openai-responses"
-    decode_request = staticmethod(decode_request)
-    encode_request = staticmethod(encode_request)
-    encode_response = staticmethod(encode_response)
-    sse_prelude = staticmethod(sse_prelude)
-    sse_keepalive = staticmethod(sse_keepalive)
-    sse_completion = staticmethod(sse_completion)
-    decode_response = staticmethod(decode_response)
-    decode_stream = staticmethod(decode_stream)
-
-
-CODEC = OpenAIResponsesCodec()
+CODEC = ModuleCodec("openai-responses", globals())
