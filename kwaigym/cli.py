@@ -136,9 +136,10 @@ async def _scaffolds(args, service) -> int:
         report = await check(scaffold, image=image, backend=backend)
     for call in report.calls:
         sent = call.request.messages[-1].text[:60] if call.request and call.request.messages else ""
-        answer = call.completion.tool_calls or (call.completion.text if call.completion else call.error)
+        answer = (call.completion.tool_calls or call.completion.text) if call.completion else call.error
         tools = len(call.request.tools) if call.request else 0
-        print(f"{call.path:28} tools={tools:<3} last={sent!r} -> {answer!r}")
+        loop = call.kind + (f":{call.agent_id}" if call.agent_id else "")
+        print(f"{call.path:28} {loop:10} tools={tools:<3} last={sent!r} -> {answer!r}")
     verdict = "PASS" if report.passed else "FAIL"
     file_state = "written" if report.file_content else "missing"
     outcome = report.outcome

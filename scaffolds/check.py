@@ -14,6 +14,7 @@ from kwaigym.chat.types import ChatRequest, ToolResult
 from kwaigym.proxy.recorder import CallRecord
 from kwaigym.proxy.responders import CallContext, ScriptedResponder
 from kwaigym.proxy.server import InterceptionProxy
+from kwaigym.proxy.tagging import AUXILIARY
 from kwaigym.sandbox.backend import PodmanBackend
 from kwaigym.sandbox.base import SandboxSpec
 from scaffolds.base import AgentOutcome, Scaffold, finish_call
@@ -34,10 +35,12 @@ class CheckReport:
 
 
 def scripted_policy(scaffold: Scaffold, command: str) -> ScriptedResponder:
-    """Shell tool once, then "done"; anything else (side calls) gets "ok"."""
+    """Shell tool once, then "done"; auxiliary calls (titles, probes) get "ok"."""
     tool = scaffold.shell_call("true", "probe").tool_calls[0].name
 
     def answer(request: ChatRequest, ctx: CallContext):
+        if ctx.kind == AUXILIARY:
+            return "ok"
         answered = any(isinstance(p, ToolResult) for m in request.messages for p in m.content)
         if answered:
             return finish_call(scaffold, "Done: the file is written.", "call_kwaigym_done")

@@ -167,7 +167,8 @@ class InterceptAddon:
             return  # the endpoints server answers it with a 400
         if isinstance(parsed, dict) and parsed.get("stream") is True:
             return
-        await self._endpoints.handle(_FlowAnswer(flow), episode, flow.request.path, raw, parsed)
+        headers = {k.lower(): v for k, v in flow.request.headers.items()}
+        await self._endpoints.handle(_FlowAnswer(flow), episode, flow.request.path, raw, parsed, headers)
 
     def _route(self, flow: http.HTTPFlow) -> str | None:
         """Answer probes and refusals here; for a model call, point it at the endpoints server and
@@ -193,7 +194,10 @@ class InterceptAddon:
             return _answer(flow, 200, "" if req.method == "HEAD" else "ok")
         if req.method == "GET" and path.split("?")[0].rstrip("/") in ("/v1/models", "/models"):
             data = [{"id": m, "object": "model", "type": "model", "display_name": m} for m in self._models()]
-            return _answer(flow, 200, {"object": "list", "data": data, "has_more": False})
+            listing = {"object": "list", "data": data, "has_more": False}
+            if known := episode or self._episode_of(path_token or _token_from_headers(req.headers) or ""):
+                self._endpoints.record_auxiliary(known, path, dict(req.headers.items()), listing)
+            return _answer(flow, 200, listing)
         fmt = route(path)
         if fmt is None or req.method != "POST":
             return _answer(

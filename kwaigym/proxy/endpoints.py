@@ -27,6 +27,7 @@ from kwaigym.chat.codec import BadRequest, codec_for
 from kwaigym.chat.types import ChatRequest, Completion, WireFormat
 from kwaigym.proxy.recorder import CallRecord, Recorder
 from kwaigym.proxy.responders import CallContext, Responder, new_call_id
+from kwaigym.proxy.tagging import Tagger, recordable_headers
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ class ModelEndpoints:
     ):
         self._responders = responders
         self.recorder = recorder
+        self.tagger = Tagger()
         self.keepalive_s = keepalive_s
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
@@ -103,16 +105,27 @@ class ModelEndpoints:
 
     async def _handle(self, conn, writer, request: h11.Request, body: bytes) -> None:
         headers = {k.decode().lower(): v.decode() for k, v in request.headers}
-        await self.handle(
-            _Sender(conn, writer), headers.get(EPISODE_HEADER, ""), request.target.decode(), body
-        )
+        episode_id = headers.get(EPISODE_HEADER, "")
+        await self.handle(_Sender(conn, writer), episode_id, request.target.decode(), body, headers=headers)
 
-    async def handle(self, send, episode_id: str, path: str, body: bytes, parsed: Any = None) -> None:
+    async def handle(
+        self,
+        send,
+        episode_id: str,
+        path: str,
+        body: bytes,
+        parsed: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         """Answer one model call through ``send`` and record it. ``parsed``: the body's JSON, if the
-        caller already decoded it (the addon answers plain calls inside mitmproxy this way)."""
+        caller already decoded it (the addon answers plain calls inside mitmproxy this way);
+        ``headers``: the agent's request headers (lower-case names), which tag the call."""
         fmt = route(path)
+        headers = recordable_headers(
+            headers or {}, drop=frozenset({EPISODE_HEADER, "host", "content-length"})
+        )
         record = CallRecord(call_id=new_call_id(), episode_id=episode_id, format=fmt, path=path,
-                            started_at=time.time())  # fmt: skip
+                            started_at=time.time(), headers=headers)  # fmt: skip
         started = time.monotonic()
         try:
             await self._serve(send, record, body, started, parsed)
@@ -125,6 +138,14 @@ class ModelEndpoints:
             record.total_s = time.monotonic() - started
             if record.episode_id:
                 self.recorder.add(record)
+
+    def record_auxiliary(self, episode_id: str, path: str, headers: dict[str, str], answer: Any) -> None:
+        """Record a side call the proxy answered itself (a model listing), tagged auxiliary."""
+        headers = recordable_headers({k.lower(): v for k, v in headers.items()})
+        self.recorder.add(CallRecord(
+            call_id=new_call_id(), episode_id=episode_id, format=None, path=path, started_at=time.time(),
+            headers=headers, response_raw=answer, status=200, ttfb_s=0.0, total_s=0.0, kind="auxiliary",
+        ))  # fmt: skip
 
     async def _serve(self, send, record: CallRecord, body: bytes, started: float, parsed: Any) -> None:
         fmt = record.format
@@ -147,10 +168,13 @@ class ModelEndpoints:
         except BadRequest as exc:
             return await send.json(record, 400, error_body(fmt, 400, exc.message))
         record.request, record.stream = request, request.stream
+        tag = self.tagger.tag(record.episode_id, record.path, record.headers, request)
+        record.kind, record.agent_id = tag.kind, tag.agent_id
         if counting:
-            record.kind = "auxiliary"
             return await send.json(record, 200, anthropic.count_tokens_response(request))
-        ctx = CallContext(episode_id=record.episode_id, call_id=record.call_id)
+        ctx = CallContext(
+            episode_id=record.episode_id, call_id=record.call_id, kind=tag.kind, agent_id=tag.agent_id
+        )
         answer = asyncio.ensure_future(responder.respond(request, ctx))
         try:
             if request.stream:

@@ -2,9 +2,10 @@
 
 A ``CallRecord`` holds what went over the wire (raw request and response bodies),
 what it meant (the normalised ``ChatRequest`` and ``Completion``), and how long it
-took (time to first byte, total). The ``Recorder`` keeps them per episode and calls
-its subscribers as each call ends; it never holds upstream credentials: headers are
-not recorded, and bodies are those the agent sent and received.
+took (time to first byte, total), and which loop it came from (main, sub-agent, auxiliary).
+The ``Recorder`` keeps them per episode and calls its subscribers as each call ends; it
+never holds credentials: the agent's credential headers are dropped, and bodies are
+those the agent sent and received.
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ class CallRecord:
     total_s: float | None = None
     error: str | None = None
     kind: str = "main"
-    """``main`` or ``auxiliary`` (titles, probes, counts) once scaffolds tag them."""
+    """``main``, ``sub-agent`` or ``auxiliary`` (titles, probes, counts, compaction); see
+    :mod:`kwaigym.proxy.tagging`."""
+    agent_id: str | None = None
+    """For ``sub-agent`` calls: which sub-agent (the agent's own id where it sends one)."""
+    headers: dict[str, str] = attrs.Factory(dict)
+    """The agent's request headers, credentials removed."""
 
 
 class Recorder:

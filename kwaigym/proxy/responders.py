@@ -37,6 +37,10 @@ class CallContext:
 
     episode_id: str
     call_id: str
+    kind: str = "main"
+    """``main``, ``sub-agent`` or ``auxiliary`` (see :mod:`kwaigym.proxy.tagging`)."""
+    agent_id: str | None = None
+    """The sub-agent's id, for ``sub-agent`` calls."""
 
 
 class Responder(Protocol):

@@ -139,6 +139,7 @@ class InterceptionProxy:
     def unregister(self, episode_id: str) -> None:
         """Forget an episode: its token stops working (calls get 401)."""
         self._episodes.pop(episode_id, None)
+        self._endpoints.tagger.forget(episode_id)
         for token in [t for t, e in self._tokens.items() if e == episode_id]:
             del self._tokens[token]
 

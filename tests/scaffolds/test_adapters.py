@@ -27,7 +27,9 @@ async def test_agent_writes_file_with_its_own_tool(name, backend, base_image):
     report = await check(scaffold, image=base_image, backend=backend, episode_id=episode(name))
     assert report.file_content == CHECK_TEXT + "\n", report
     assert report.outcome.ok and "Done" in report.outcome.final_message
-    main = [c for c in report.calls if c.request and c.request.tools]
+    main = [c for c in report.calls if c.kind == "main"]
+    assert main and all(c.request.tools for c in main), [(c.kind, c.path) for c in report.calls]
+    assert all(c.kind == "auxiliary" for c in report.calls if not (c.request and c.request.tools))
     assert [c.status for c in report.calls] == [200] * len(report.calls)
     assert main[0].completion.tool_calls[0].name == scaffold.shell_call("x", "y").tool_calls[0].name
     assert any(isinstance(p, ToolResult) for m in main[-1].request.messages for p in m.content)

@@ -42,7 +42,9 @@ async def test_codex_writes_file_with_its_own_tool(backend, base_image):
     assert report.file_content == CHECK_TEXT + "\n", report
     assert report.outcome.ok and "Done" in report.outcome.final_message, report.outcome
     assert [c.status for c in report.calls] == [200] * len(report.calls)
-    main = [c for c in report.calls if c.request and c.request.tools]
+    main = [c for c in report.calls if c.kind == "main"]
+    assert main and all(c.request.tools for c in main), [(c.kind, c.path) for c in report.calls]
+    assert all(c.kind == "auxiliary" for c in report.calls if not (c.request and c.request.tools))
     assert main[0].completion.tool_calls[0].name == "exec_command"
     assert any(isinstance(p, ToolResult) for m in main[-1].request.messages for p in m.content)
     assert all(c.format == "openai-responses" for c in report.calls)

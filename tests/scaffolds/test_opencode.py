@@ -33,7 +33,9 @@ async def test_opencode_writes_file_with_its_own_tool(backend, base_image):
     report = await check(scaffold, image=base_image, backend=backend, episode_id=episode("opencode"))
     assert report.file_content == CHECK_TEXT + "\n", report
     assert report.outcome.ok and "Done" in report.outcome.final_message, report.outcome
-    main = [c for c in report.calls if c.request and c.request.tools]
+    main = [c for c in report.calls if c.kind == "main"]
+    assert main and all(c.request.tools for c in main), [(c.kind, c.path) for c in report.calls]
+    assert all(c.kind == "auxiliary" for c in report.calls if not (c.request and c.request.tools))
     assert [c.status for c in report.calls] == [200] * len(report.calls)
     assert main[0].completion.tool_calls[0].name == "bash"
     assert any(isinstance(p, ToolResult) for m in main[-1].request.messages for p in m.content)
