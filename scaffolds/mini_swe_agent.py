@@ -51,6 +51,20 @@ print("{RESULT_PREFIX}" + json.dumps({{k: info.get(k, "") for k in ("exit_status
 exit $rc"""
 
 
+# Wheels are kept in a wheelhouse beside the bundles, so a reinstall (a new bundle cache, or a
+# benchmark of a fresh install) can run offline with PIP_NO_INDEX=1 and PIP_FIND_LINKS=WHEELHOUSE.
+_PIP_SCRIPT = """set -e
+"$1" -m pip download --quiet --disable-pip-version-check --no-input --dest "$2" "$4"
+"$1" -m pip install --quiet --disable-pip-version-check --no-input --no-index --find-links "$2" \\
+    --target "$3" "$4"
+"""
+
+
+def wheelhouse(cache: Path | None = None) -> Path:
+    """Where pip bundles keep the wheels they were installed from."""
+    return (cache or bundle_cache()) / "wheels"
+
+
 def pip_bundle(package: str, version: str, *, cache: Path | None = None, timeout: float = 900) -> Path:
     """``pip install --target`` ``package==version`` once with the host's python3.11; return the dir.
 
@@ -60,10 +74,12 @@ def pip_bundle(package: str, version: str, *, cache: Path | None = None, timeout
     python = shutil.which(PYTHON)
     if python is None:
         raise HostSetupError(f"installing {package}=={version} needs {PYTHON} on the host")
-    flags = ["--quiet", "--disable-pip-version-check", "--no-input", f"{package}=={version}"]
+    cache = cache or bundle_cache()
+    requirement = f"{package}=={version}"
     return cached_install(
-        cache or bundle_cache(), f"{package}-{version}", f"{package}=={version}",
-        lambda into: [python, "-m", "pip", "install", "--target", str(into), *flags], timeout,
+        cache, f"{package}-{version}", requirement,
+        lambda into: ["sh", "-c", _PIP_SCRIPT, "pip-bundle", python, str(wheelhouse(cache)), str(into),
+                      requirement], timeout,
     )  # fmt: skip
 
 
