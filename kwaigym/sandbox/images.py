@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "localhost/kwaigym/"
 #: The base image of kwaigym's sandboxes; python3 because the built-in ``mini`` agent needs it.
-DEFAULT_PACKAGES: tuple[str, ...] = ("python3", "git", "ca-certificates", "patch", "procps")
+DEFAULT_PACKAGES: tuple[str, ...] = ("python3", "python3-pytest", "git", "ca-certificates", "patch", "procps")
 
 _PROBE_TIMEOUT_S = 3.0
 _STALL_TIMEOUT_S = 3600.0  # longest silence of a pull, build or import stream (a RUN step may be quiet)
