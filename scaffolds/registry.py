@@ -15,6 +15,7 @@ DEFAULT = "mini"
 
 def _builtin() -> dict[str, type]:
     from scaffolds.claude_code import ClaudeCodeScaffold
+    from scaffolds.cline import ClineScaffold
     from scaffolds.codex import CodexScaffold
     from scaffolds.mini import MiniScaffold
     from scaffolds.mini_swe_agent import MiniSweAgentScaffold
@@ -25,6 +26,7 @@ def _builtin() -> dict[str, type]:
         "claude-code": ClaudeCodeScaffold,
         "opencode": OpenCodeScaffold,
         "codex": CodexScaffold,
+        "cline": ClineScaffold,
         "mini-swe-agent": MiniSweAgentScaffold,
     }
 
