@@ -2,7 +2,8 @@
 
 The npm package ships a self-contained native binary (Bun-compiled, in its linux-x64
 platform package; it needs only glibc), so the bundle needs nothing from the image.
-Headless: ``opencode run INSTRUCTION --format json`` with stdin at EOF. Its config
+Headless: ``opencode run --format json`` with the instruction on stdin (as an argument it
+would reach the model wrapped in quotes). Its config
 (a custom ``@ai-sdk/openai-compatible`` provider pointed at the proxy) travels inline in
 ``OPENCODE_CONFIG_CONTENT``, so nothing is written to the image. OpenCode takes its
 project directory from ``PWD`` (not the process cwd), hence ``PWD=/workspace``. Its
@@ -44,9 +45,11 @@ class OpenCodeScaffold:
         return [Mount(source=str(binary_dir), target=self.target)]
 
     def command(self, instruction: str) -> list[str]:
-        # stdin at EOF, as in the capture: a non-TTY stdin is read into the message by `opencode run`
-        return ["sh", "-c", 'exec "$@" </dev/null', "opencode", f"{self.target}/bin/opencode", "run",
-                "--format", "json", "--auto", "--pure", "--dir", WORKDIR, instruction]  # fmt: skip
+        # `opencode run` wraps an argv message holding spaces in double quotes, and reads a non-TTY
+        # stdin into the message: so the instruction ($1, never part of the script) goes to stdin.
+        return ["sh", "-c", 'i=$1; shift; printf %s "$i" | exec "$@"', "opencode", instruction,
+                f"{self.target}/bin/opencode", "run", "--format", "json", "--auto", "--pure", "--dir",
+                WORKDIR]  # fmt: skip
 
     def config(self, route: EpisodeRoute) -> dict:
         """OpenCode's config: one provider (the proxy) for the main and the small model."""

@@ -17,6 +17,7 @@ def _builtin() -> dict[str, type]:
     from scaffolds.claude_code import ClaudeCodeScaffold
     from scaffolds.cline import ClineScaffold
     from scaffolds.codex import CodexScaffold
+    from scaffolds.kilocode import KiloCodeScaffold
     from scaffolds.mini import MiniScaffold
     from scaffolds.mini_swe_agent import MiniSweAgentScaffold
     from scaffolds.opencode import OpenCodeScaffold
@@ -27,6 +28,7 @@ def _builtin() -> dict[str, type]:
         "opencode": OpenCodeScaffold,
         "codex": CodexScaffold,
         "cline": ClineScaffold,
+        "kilocode": KiloCodeScaffold,
         "mini-swe-agent": MiniSweAgentScaffold,
     }
 

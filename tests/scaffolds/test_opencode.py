@@ -38,6 +38,8 @@ async def test_opencode_writes_file_with_its_own_tool(backend, base_image):
     assert all(c.kind == "auxiliary" for c in report.calls if not (c.request and c.request.tools))
     assert [c.status for c in report.calls] == [200] * len(report.calls)
     assert main[0].completion.tool_calls[0].name == "bash"
+    first_user = next(m for m in main[0].request.messages if m.role == "user")
+    assert first_user.text.startswith("Write the check file."), first_user.text  # verbatim, unquoted
     assert any(isinstance(p, ToolResult) for m in main[-1].request.messages for p in m.content)
     assert all(c.format == "openai-chat" for c in report.calls)
 
