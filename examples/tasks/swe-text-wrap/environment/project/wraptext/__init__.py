@@ -1,0 +1,6 @@
+"""Greedy word wrapping."""
+
+from wraptext.justify import justify
+from wraptext.wrap import fill, wrap
+
+__all__ = ["fill", "justify", "wrap"]
