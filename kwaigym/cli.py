@@ -9,6 +9,8 @@
     kwaigym sandbox prune [--all]         remove leftovers of crashed runs (or every sandbox)
     kwaigym scaffolds list|install NAME|check NAME
                                           agent adapters; check runs one with a scripted policy
+    kwaigym validate DATASET [--concurrency N] [--repeat K]
+                                          reference solution must score 1, empty attempt below 1
     kwaigym proxy serve --echo|--upstream URL [--record FILE]
                                           the interception proxy for agents started by hand
 
@@ -54,6 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     scaffolds.add_parser("list", help="known adapters")
     scaffolds.add_parser("install", help="build an adapter's bundle (cached)").add_argument("name")
     scaffolds.add_parser("check", help="run an adapter once with a scripted policy").add_argument("name")
+
+    validate = sub.add_parser(
+        "validate", help="check a dataset's tasks: reference scores 1, empty attempt below 1, no flaky tests"
+    )
+    validate.add_argument(
+        "dataset", help="a task directory, a dataset directory or file, or a name (examples)"
+    )
+    validate.add_argument("--concurrency", type=int, default=4, help="sandboxes at once (default 4)")
+    validate.add_argument("--repeat", type=int, default=1, help="runs of each attempt, to find flaky tests")
+    validate.add_argument("--task", action="append", dest="tasks", metavar="ID", help="only these tasks")
 
     proxy = sub.add_parser("proxy", help="the interception proxy").add_subparsers(
         dest="action", required=True
@@ -148,6 +160,31 @@ async def _scaffolds(args, service) -> int:
     return 0 if report.passed else 1
 
 
+async def _validate(args, service) -> int:
+    from rich.console import Console
+
+    from kwaigym.datasets import load_dataset
+    from kwaigym.sandbox import PodmanBackend
+    from kwaigym.sandbox.images import ImageStore
+    from kwaigym.validate import render, validate_tasks
+
+    dataset = load_dataset(args.dataset)
+    tasks = [dataset.get(t) for t in args.tasks] if args.tasks else list(dataset)
+    console = Console()
+
+    def progress(verdict) -> None:
+        mark = "[green]valid[/]" if verdict.valid else "[red]INVALID[/]"
+        console.print(f"{verdict.task_id}: {mark} ({verdict.duration_s:.1f} s)")
+
+    async with PodmanBackend(service) as backend:
+        verdicts = await validate_tasks(
+            tasks, concurrency=args.concurrency, repeat=args.repeat, backend=backend,
+            images=ImageStore(service), on_done=progress,
+        )  # fmt: skip
+    console.print(render(verdicts, title=f"{dataset.name}: {len(tasks)} task(s), repeat {args.repeat}"))
+    return 0 if all(v.valid for v in verdicts) else 1
+
+
 async def _main(args) -> int:
     from kwaigym.sandbox.service import PodmanService
 
@@ -166,7 +203,9 @@ async def _main(args) -> int:
 
             print(f"base image: {await ImageStore(service).base_image()}")
             return 0
-        handler = {"images": _images, "sandbox": _sandbox, "scaffolds": _scaffolds}[args.command]
+        handler = {"images": _images, "sandbox": _sandbox, "scaffolds": _scaffolds, "validate": _validate}[
+            args.command
+        ]
         return await handler(args, service)
 
 
