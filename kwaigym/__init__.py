@@ -20,6 +20,7 @@ Importing kwaigym starts nothing, prints nothing and does not import torch.
 
 from kwaigym import errors
 from kwaigym.chat import ChatRequest, Completion, Message, ToolCall
+from kwaigym.datasets import Dataset, TaskList, load_dataset
 from kwaigym.proxy import (
     CallRecord,
     EpisodeRoute,
@@ -42,6 +43,9 @@ from kwaigym.sandbox import (
     SandboxSpec,
 )
 from kwaigym.sandbox.images import ImageStore
+from kwaigym.task import Environment, ScaffoldRef, Solution, Task, Tools, VerifierSpec
+from kwaigym.validate import TaskValidation, validate_tasks
+from kwaigym.verifiers import Attempt, Verifier, VerifierResult, get_verifier, verify
 
 __version__ = "0.1.0"
 
@@ -68,6 +72,22 @@ __all__ = [
     "Sandbox",
     "SandboxPool",
     "SandboxSpec",
+    "Task",
+    "Environment",
+    "Tools",
+    "ScaffoldRef",
+    "VerifierSpec",
+    "Solution",
+    "Dataset",
+    "TaskList",
+    "load_dataset",
+    "Attempt",
+    "VerifierResult",
+    "Verifier",
+    "verify",
+    "get_verifier",
+    "validate_tasks",
+    "TaskValidation",
     "__version__",
     "errors",
 ]

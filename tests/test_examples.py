@@ -35,6 +35,11 @@ def test_readme_proxy_example_runs():
     assert lines[1] == "[('/v1/messages', 200), ('/v1/messages', 200)]"
 
 
+def test_readme_dataset_example_runs():
+    """The README's dataset example loads the bundled tasks."""
+    assert run_block(readme_blocks()[2]).startswith("16 swe ")
+
+
 def test_sandbox_demo_scores_fix_and_empty_attempt():
     """The demo's agent earns reward 1, the empty attempt 0, and the other host port stays closed."""
     out = subprocess.run(
