@@ -20,6 +20,7 @@ def _builtin() -> dict[str, type]:
     from scaffolds.kilocode import KiloCodeScaffold
     from scaffolds.mini import MiniScaffold
     from scaffolds.mini_swe_agent import MiniSweAgentScaffold
+    from scaffolds.openclaw import OpenClawScaffold
     from scaffolds.opencode import OpenCodeScaffold
 
     return {
@@ -29,6 +30,7 @@ def _builtin() -> dict[str, type]:
         "codex": CodexScaffold,
         "cline": ClineScaffold,
         "kilocode": KiloCodeScaffold,
+        "openclaw": OpenClawScaffold,
         "mini-swe-agent": MiniSweAgentScaffold,
     }
 
