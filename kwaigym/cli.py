@@ -137,7 +137,8 @@ async def _scaffolds(args, service) -> int:
 
     if args.action == "list":
         for name, cls in sorted(registry.available().items()):
-            print(f"{name:14} {cls.wire_format:18} {(cls.__doc__ or '').strip().splitlines()[0]}")
+            scaffold = cls()  # the wire format may depend on the adapter's options
+            print(f"{name:14} {scaffold.wire_format:18} {(cls.__doc__ or '').strip().splitlines()[0]}")
         return 0
     scaffold = registry.get(args.name)
     if args.action == "install":
