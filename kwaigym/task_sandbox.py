@@ -78,26 +78,35 @@ async def run_setup(sandbox: Sandbox, task: Task, *, timeout: float = 600) -> No
             )
 
 
-async def apply_solution(sandbox: Sandbox, task: Task, *, timeout: float = 600) -> str:
-    """Apply the task's reference solution in the sandbox; return its final message (the answer of a
-    QA task, else a note). A script runs with the task's ``solution/`` folder at ``/solution``;
-    a patch is applied only when there is no script (which usually applies it itself)."""
+async def stage_solution(sandbox: Sandbox, task: Task) -> str | None:
+    """Put the task's reference solution into the sandbox; return the shell command that applies it
+    (run in the workdir), or None when the solution is only an answer. A script comes with its
+    ``solution/`` folder at ``/solution``; a patch is used only when there is no script (which
+    usually applies the patch itself)."""
     solution = task.solution
     if solution is None:
         raise ConfigError("the task has no reference solution", task_id=task.id)
-    workdir = task.environment.workdir
     if solution.script:
         script = task.path(solution.script)
         if not script.is_file():
             raise ConfigError(f"solution script {script} does not exist", task_id=task.id)
         await sandbox.exec(f"rm -rf {SOLUTION_DIR} && mkdir -p {SOLUTION_DIR}")
         await sandbox.put_dir(str(script.parent), SOLUTION_DIR)
-        await _must(sandbox, task, f"bash {shlex.quote(f'{SOLUTION_DIR}/{script.name}')}", workdir, timeout)
-    elif solution.patch:  # a script (solve.sh) usually applies the task's patch itself
+        return f"bash {shlex.quote(f'{SOLUTION_DIR}/{script.name}')}"
+    if solution.patch:
         await sandbox.put_file(f"{SOLUTION_DIR}.patch", solution.patch.encode())
-        apply = f"git apply {SOLUTION_DIR}.patch 2>/dev/null || patch -p1 --forward < {SOLUTION_DIR}.patch"
-        await _must(sandbox, task, apply, workdir, timeout)
-    return solution.answer if solution.answer is not None else "Applied the reference solution."
+        return f"git apply {SOLUTION_DIR}.patch 2>/dev/null || patch -p1 --forward < {SOLUTION_DIR}.patch"
+    return None
+
+
+async def apply_solution(sandbox: Sandbox, task: Task, *, timeout: float = 600) -> str:
+    """Apply the task's reference solution in the sandbox (see :func:`stage_solution`); return its
+    final message: the answer of a QA task, else a note."""
+    command = await stage_solution(sandbox, task)
+    if command is not None:
+        await _must(sandbox, task, command, task.environment.workdir, timeout)
+    answer = task.solution.answer
+    return answer if answer is not None else "Applied the reference solution."
 
 
 async def _must(sandbox: Sandbox, task: Task, command: str, workdir: str, timeout: float) -> None:
