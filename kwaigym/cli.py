@@ -9,6 +9,8 @@
     kwaigym sandbox prune [--all]         remove leftovers of crashed runs (or every sandbox)
     kwaigym scaffolds list|install NAME|check NAME
                                           agent adapters; check runs one with a scripted policy
+    kwaigym eval --dataset D --scaffold S[,S...] --policy P [--concurrency N] [--out DIR]
+                                          run episodes (oracle, null, openai:URL, anthropic), resumable
     kwaigym validate DATASET [--concurrency N] [--repeat K]
                                           reference solution must score 1, empty attempt below 1
     kwaigym proxy serve --echo|--upstream URL [--record FILE]
@@ -56,6 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     scaffolds.add_parser("list", help="known adapters")
     scaffolds.add_parser("install", help="build an adapter's bundle (cached)").add_argument("name")
     scaffolds.add_parser("check", help="run an adapter once with a scripted policy").add_argument("name")
+
+    evaluate = sub.add_parser("eval", help="run episodes of a dataset with scaffolds and a policy")
+    evaluate.add_argument("--dataset", default="examples", help="dataset path or name (default: examples)")
+    evaluate.add_argument(
+        "--scaffold", default="mini", help="adapter name(s), comma-separated (default: mini)"
+    )
+    evaluate.add_argument("--policy", default="oracle", help="oracle, null, openai:URL or anthropic")
+    evaluate.add_argument("--concurrency", type=int, default=4, help="episodes at once (default 4)")
+    evaluate.add_argument("--samples", type=int, default=1, help="episodes per task and scaffold")
+    evaluate.add_argument("--out", help="directory for episodes.jsonl (a rerun resumes it)")
+    evaluate.add_argument("--task", action="append", dest="tasks", metavar="ID", help="only these tasks")
+    evaluate.add_argument("--max-turns", type=int, help="main-loop calls per episode")
 
     validate = sub.add_parser(
         "validate", help="check a dataset's tasks: reference scores 1, empty attempt below 1, no flaky tests"
@@ -161,6 +175,45 @@ async def _scaffolds(args, service) -> int:
     return 0 if report.passed else 1
 
 
+async def _eval(args, service) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from kwaigym.datasets import load_dataset
+    from kwaigym.episode import OK, Limits
+    from kwaigym.rollout import rollout
+    from kwaigym.sandbox import PodmanBackend
+    from kwaigym.trajectory import EpisodeStore
+
+    dataset = load_dataset(args.dataset)
+    tasks = [dataset.get(t) for t in args.tasks] if args.tasks else list(dataset)
+    scaffolds = [s.strip() for s in args.scaffold.split(",") if s.strip()]
+    async with PodmanBackend(service) as backend:
+        results = await rollout(
+            tasks, scaffolds, args.policy, concurrency=args.concurrency, samples=args.samples, out=args.out,
+            limits=Limits(max_turns=args.max_turns), backend=backend,
+        )  # fmt: skip
+    rows = [r for r in EpisodeStore(args.out).records()] if args.out else [
+        {"task_id": r.task_id, "scaffold": r.scaffold, "status": r.status, "reward": r.reward,
+         "reward_valid": r.reward_valid, "turns": r.turns, "duration_s": r.duration_s, "error": r.error}
+        for r in results
+    ]  # fmt: skip
+    table = Table(title=f"{dataset.name} x {', '.join(scaffolds)} x {args.policy}")
+    for column in ("task", "scaffold", "status", "reward", "turns", "time", "error"):
+        table.add_column(column)
+    for r in sorted(rows, key=lambda r: (r["task_id"], r["scaffold"])):
+        reward = f"{r['reward']:g}" if r["reward_valid"] else "invalid"
+        table.add_row(r["task_id"], r["scaffold"], r["status"], reward, str(r["turns"]),
+                      f"{r['duration_s']:.1f} s", (r.get("error") or "")[:60])  # fmt: skip
+    valid = [r for r in rows if r["reward_valid"]]
+    passed = sum(r["reward"] >= 1.0 for r in valid)
+    table.caption = (
+        f"pass rate {passed}/{len(valid)} of scored episodes; {sum(r['status'] != OK for r in rows)} not ok"
+    )
+    Console().print(table)
+    return 0
+
+
 async def _validate(args, service) -> int:
     from rich.console import Console
 
@@ -204,9 +257,13 @@ async def _main(args) -> int:
 
             print(f"base image: {await ImageStore(service).base_image()}")
             return 0
-        handler = {"images": _images, "sandbox": _sandbox, "scaffolds": _scaffolds, "validate": _validate}[
-            args.command
-        ]
+        handler = {
+            "images": _images,
+            "sandbox": _sandbox,
+            "scaffolds": _scaffolds,
+            "validate": _validate,
+            "eval": _eval,
+        }[args.command]
         return await handler(args, service)
 
 

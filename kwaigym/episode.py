@@ -87,6 +87,9 @@ class EpisodeResult:
     metadata: dict[str, Any] = attrs.field(factory=dict)
 
 
+NO_LIMITS = Limits()
+
+
 class _Budget:
     """Counts the policy's work and says when a limit is reached; wraps the responder."""
 
@@ -122,7 +125,7 @@ async def run_episode(
     proxy: InterceptionProxy,
     backend: PodmanBackend,
     images: ImageStore,
-    limits: Limits = Limits(),
+    limits: Limits = NO_LIMITS,
     episode_id: str | None = None,
     before_agent=None,
     **verifier_deps,
