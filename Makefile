@@ -13,7 +13,7 @@ BENCH_ARGS ?=
 help:
 	@echo "make setup   venv + packages, host setup (root: podman, runc...), base image"
 	@echo "make test    setup, then the test suite (PYTEST_ARGS='-k sandbox' to narrow)"
-	@echo "make demo    setup, then examples/sandbox_demo.py"
+	@echo "make demo    setup, then kwaigym eval: bundled tasks x mini, claude-code x oracle"
 	@echo "make bench   setup, then every benchmarks/*.py (BENCH_ARGS=--quick)"
 	@echo "make lint    ruff check ."
 	@echo "make clean   remove .venv and caches"
@@ -46,8 +46,11 @@ test: HOST_FLAGS = --test-tools
 test: setup
 	$(PYTHON) -m pytest -n auto -q $(PYTEST_ARGS)
 
+# The bundled dataset with kwaigym's own agent and Claude Code, the oracle policy: every task passes.
 demo: setup
-	$(PYTHON) examples/sandbox_demo.py
+	rm -rf runs/demo
+	$(VENV)/bin/kwaigym eval --dataset examples --scaffold mini,claude-code --policy oracle \
+		--concurrency 8 --out runs/demo
 
 bench: setup
 	@set -e; found=0; for f in benchmarks/*.py; do \

@@ -116,6 +116,12 @@ class GymResponder:
             raise ConfigError(f"no call {call_id!r} is waiting for an answer (answered twice, or unknown)")
         call.answer.set_result(Completion(text=completion) if isinstance(completion, str) else completion)
 
+    def close(self) -> None:
+        """Cancel every call still waiting (its episode is over): nothing is left pending."""
+        for call in self._pending.values():
+            if not call.answer.done():
+                call.answer.cancel()
+
     @property
     def waiting(self) -> list[str]:
         """Ids of calls still waiting for an answer."""
