@@ -19,7 +19,9 @@ episode (sub-agents) are separate steps; each observation says which branch it b
 
 Observations are dicts of text: ``request`` (the normalised request as JSON: messages, tools,
 sampling parameters), ``call_id`` (its number in the episode), ``branch`` (``main``,
-``sub-agent:ID`` or ``auxiliary``) and ``task_id``. An action is text (the answer), a
+``sub-agent:ID`` or ``auxiliary``) and ``task_id``. With ``stage_solution=True`` the task's
+reference solution is put in the sandbox first (``kwaigym.task_sandbox.solution_command(task)``
+applies it), for oracle runs through the gym loop. An action is text (the answer), a
 ``kwaigym.Completion`` (text and tool calls), or a dict ``{"text": ..., "tool_calls": [{"id",
 "name", "arguments"}]}``. ``info`` carries the episode's record when it ends (``status``,
 ``reward_valid``: mask rewards of episodes the policy did not cause to fail).
@@ -44,6 +46,7 @@ from kwaigym.chat.types import Completion, ToolCall
 from kwaigym.episode import NO_LIMITS, EpisodeResult, Limits, run_episode
 from kwaigym.errors import ConfigError
 from kwaigym.proxy.responders import GymResponder, PendingCall
+from kwaigym.task_sandbox import stage_solution
 
 MAX_TEXT = 4_000_000
 ENV_ID = "kwaigym/Agentic-v0"
@@ -190,7 +193,7 @@ class AgenticEnv(gym.Env):
 
     def __init__(self, dataset: str = "examples", scaffold: str = "mini", task_id: str | None = None,
                  limits: Limits = NO_LIMITS, step_timeout_s: float = 3600.0, render_mode: str | None = None,
-                 **verifier_deps):  # fmt: skip
+                 stage_solution: bool = False, **verifier_deps):  # fmt: skip
         from kwaigym.datasets import load_dataset
         from scaffolds import registry
 
@@ -201,6 +204,7 @@ class AgenticEnv(gym.Env):
         self.scaffold = registry.get(scaffold)
         self.task_id, self.limits, self.step_timeout_s = task_id, limits, step_timeout_s
         self.render_mode, self.verifier_deps = render_mode, verifier_deps
+        self.stage_solution = stage_solution
         text = Utf8Text()
         self.observation_space = spaces.Dict(
             {"request": text, "call_id": text, "branch": text, "task_id": text}
@@ -231,10 +235,16 @@ class AgenticEnv(gym.Env):
         rt = runtime()
         self._responder, self._numbers, self.result = GymResponder(), {}, None
 
+        task = self._task
+
+        async def before_agent(sandbox):  # for oracle checks: the reference solution at /solution
+            if self.stage_solution:
+                await stage_solution(sandbox, task)
+
         async def start() -> asyncio.Task:
             return asyncio.ensure_future(run_episode(
                 self._task, self.scaffold, self._responder, proxy=rt.proxy, backend=rt.backend,
-                images=rt.images, limits=self.limits, **self.verifier_deps,
+                images=rt.images, limits=self.limits, before_agent=before_agent, **self.verifier_deps,
             ))  # fmt: skip
 
         self._episode = rt.call(start())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from kwaigym.errors import ConfigError, InfraError
 from kwaigym.sandbox.base import Mount, NetworkPolicy, Resources, Sandbox, SandboxSpec
@@ -78,25 +79,35 @@ async def run_setup(sandbox: Sandbox, task: Task, *, timeout: float = 600) -> No
             )
 
 
+def solution_command(task: Task) -> str | None:
+    """The shell command that applies the task's staged reference solution in its workdir (see
+    :func:`stage_solution`), or None when the solution is only an answer."""
+    solution = task.solution
+    if solution is None:
+        raise ConfigError("the task has no reference solution", task_id=task.id)
+    if solution.script:
+        return f"bash {shlex.quote(f'{SOLUTION_DIR}/{Path(solution.script).name}')}"
+    if solution.patch:
+        return f"git apply {SOLUTION_DIR}.patch 2>/dev/null || patch -p1 --forward < {SOLUTION_DIR}.patch"
+    return None
+
+
 async def stage_solution(sandbox: Sandbox, task: Task) -> str | None:
     """Put the task's reference solution into the sandbox; return the shell command that applies it
     (run in the workdir), or None when the solution is only an answer. A script comes with its
     ``solution/`` folder at ``/solution``; a patch is used only when there is no script (which
     usually applies the patch itself)."""
+    command = solution_command(task)
     solution = task.solution
-    if solution is None:
-        raise ConfigError("the task has no reference solution", task_id=task.id)
     if solution.script:
         script = task.path(solution.script)
         if not script.is_file():
             raise ConfigError(f"solution script {script} does not exist", task_id=task.id)
         await sandbox.exec(f"rm -rf {SOLUTION_DIR} && mkdir -p {SOLUTION_DIR}")
         await sandbox.put_dir(str(script.parent), SOLUTION_DIR)
-        return f"bash {shlex.quote(f'{SOLUTION_DIR}/{script.name}')}"
-    if solution.patch:
+    elif solution.patch:
         await sandbox.put_file(f"{SOLUTION_DIR}.patch", solution.patch.encode())
-        return f"git apply {SOLUTION_DIR}.patch 2>/dev/null || patch -p1 --forward < {SOLUTION_DIR}.patch"
-    return None
+    return command
 
 
 async def apply_solution(sandbox: Sandbox, task: Task, *, timeout: float = 600) -> str:
