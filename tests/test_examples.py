@@ -17,6 +17,12 @@ def readme_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
 
 
+def readme_block(marker: str) -> str:
+    """The README's Python block that contains ``marker``."""
+    (block,) = [b for b in readme_blocks() if marker in b]
+    return block
+
+
 def run_block(block: str) -> str:
     out = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -25,19 +31,26 @@ def run_block(block: str) -> str:
 
 def test_readme_sandbox_example_runs():
     """The README's sandbox example prints what it promises."""
-    assert run_block(readme_blocks()[0]) == "hi\n\n/tmp\n1\n\n"
+    assert run_block(readme_block("PodmanBackend")) == "hi\n\n/tmp\n1\n\n"
 
 
 def test_readme_proxy_example_runs():
     """The README's interception example: a tool call, then text, both recorded."""
-    lines = run_block(readme_blocks()[1]).splitlines()
+    lines = run_block(readme_block("InterceptionProxy")).splitlines()
     assert lines[0] == "bash {'command': 'ls'} | All done."
     assert lines[1] == "[('/v1/messages', 200), ('/v1/messages', 200)]"
 
 
 def test_readme_dataset_example_runs():
     """The README's dataset example loads the bundled tasks."""
-    assert run_block(readme_blocks()[2]).startswith("16 swe ")
+    assert run_block(readme_block("load_dataset")).startswith("16 swe ")
+
+
+def test_readme_gym_loop_runs():
+    """The README's gym loop: the first request, a tool call, a final text, the verifier's reward."""
+    lines = run_block(readme_block("gym.make")).splitlines()
+    assert lines[0].startswith("1 main {")
+    assert lines[1] == "0.0 True ok True"  # running the tests fixes nothing: reward 0, validly
 
 
 def test_sandbox_demo_scores_fix_and_empty_attempt():
