@@ -87,17 +87,17 @@ def vector(tasks, episodes: int, n: int = 16) -> float:
 def main(quick: bool) -> dict:
     tasks = [t for t in load_dataset("examples") if t.solution and t.solution.script]
     if quick:
-        tasks = tasks[::4]
-    episodes = 8 if quick else 32
+        tasks = tasks[::5]
+    episodes = 6 if quick else 32
     out = asyncio.run(rollouts(tasks, episodes))
-    out["vector_episodes_per_min_c16"] = vector(tasks, episodes)
+    out["vector_episodes_per_min_c16"] = vector(tasks, episodes, n=8 if quick else 16)
     out["speedup_c16"] = out["episodes_per_min_c16"] / out["episodes_per_min_c1"]
     return out
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a quarter of the tasks, 8 episodes a pass")
+    parser.add_argument("--quick", action="store_true", help="a fifth of the tasks, 6 episodes a pass, 8 vector envs")
     cli = parser.parse_args()
     result = main(cli.quick)
     verdict = "meets" if result["speedup_c16"] >= TARGET else "MISSES"
