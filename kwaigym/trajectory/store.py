@@ -26,9 +26,13 @@ def call_to_dict(call: CallRecord) -> dict[str, Any]:
     fields = ("call_id", "path", "format", "kind", "agent_id", "status", "stream", "started_at", "ttfb_s",
               "total_s", "error", "headers", "request_raw", "response_raw")  # fmt: skip
     out = {name: getattr(call, name) for name in fields}
-    if call.completion is not None:
-        usage = call.completion.usage
+    completion = call.completion
+    if completion is not None:
+        usage = completion.usage
         out["usage"] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+        out["prompt_token_ids"] = list(completion.prompt_token_ids) if completion.prompt_token_ids else None
+        out["token_ids"] = list(completion.token_ids) if completion.token_ids else None
+        out["logprobs"] = [t.logprob for t in completion.logprobs] if completion.logprobs else None
     return out
 
 
