@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--scaffold", default="mini", help="adapter name(s), comma-separated (default: mini)"
     )
-    evaluate.add_argument("--policy", default="oracle", help="oracle, null, openai:URL or anthropic")
+    evaluate.add_argument(
+        "--policy", default="oracle", help="oracle, null, openai:URL, anthropic or replay:DIR"
+    )
     evaluate.add_argument("--concurrency", type=int, default=4, help="episodes at once (default 4)")
     evaluate.add_argument("--samples", type=int, default=1, help="episodes per task and scaffold")
     evaluate.add_argument("--out", help="directory for episodes.jsonl (a rerun resumes it)")

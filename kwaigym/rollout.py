@@ -11,7 +11,9 @@ the episodes not yet stored. A rich progress bar shows the pass rate, throughput
 Policies by name: ``oracle`` (the task's reference solution through the scaffold's own tool),
 ``null`` (finish at once), ``openai:URL`` (an OpenAI-compatible server such as SGLang or vLLM;
 key from ``OPENAI_API_KEY`` if set), ``anthropic`` (the Anthropic API, key from
-``ANTHROPIC_API_KEY``), or any callable ``(task, scaffold) -> kwaigym.policies.Policy``.
+``ANTHROPIC_API_KEY``), ``replay:DIR`` (answers with the episodes recorded in DIR; divergences
+go to each result's ``metadata["replay_divergences"]``), or any callable
+``(task, scaffold) -> kwaigym.policies.Policy``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
+import attrs
 import tenacity
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -48,13 +51,22 @@ def policy_factory(spec: str | PolicyFactory) -> PolicyFactory:
         url = spec.removeprefix("openai:")
         upstream = UpstreamResponder(url, format="openai-chat", api_key=os.environ.get("OPENAI_API_KEY"))
         return lambda task, scaffold: policies.Policy(upstream)
+    if spec.startswith("replay:"):
+        from kwaigym.replay import ReplayResponder, find_episode
+
+        records = list(EpisodeStore(spec.removeprefix("replay:")).records())
+        if not records:
+            raise ConfigError(f"policy {spec!r}: no recorded episodes in {spec.removeprefix('replay:')}")
+        return lambda task, scaffold: policies.Policy(
+            ReplayResponder(find_episode(records, task.id, scaffold.name)["calls"])
+        )
     if spec == "anthropic":
         key = os.environ.get("ANTHROPIC_API_KEY")
         if not key:
             raise ConfigError("policy 'anthropic' needs ANTHROPIC_API_KEY in the environment")
         upstream = UpstreamResponder(ANTHROPIC_URL, format="anthropic", api_key=key)
         return lambda task, scaffold: policies.Policy(upstream)
-    raise ConfigError(f"unknown policy {spec!r}; use oracle, null, openai:URL or anthropic")
+    raise ConfigError(f"unknown policy {spec!r}; use oracle, null, openai:URL, anthropic or replay:DIR")
 
 
 class _Tally:
@@ -154,6 +166,8 @@ async def _with_retries(task, scaffold, make_policy, sample, proxy, backend, ima
                                        images=images, limits=limits, before_agent=policy.before_agent,
                                        **deps)  # fmt: skip
             result.metadata.update(sample=sample, attempt=attempt.retry_state.attempt_number)
+            if (divergences := getattr(policy.responder, "divergences", None)) is not None:
+                result.metadata["replay_divergences"] = [attrs.asdict(d) for d in divergences]
         if not attempt.retry_state.outcome.failed:
             attempt.retry_state.set_result(result)
     return result
