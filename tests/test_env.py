@@ -90,3 +90,41 @@ def test_bad_input_is_refused():
         gym.make("kwaigym/Agentic-v0", task_id="no-such-task")
     with pytest.raises(ConfigError, match="no scaffold named"):
         gym.make("kwaigym/Agentic-v0", scaffold="gpt-agent")
+
+
+def test_claude_code_sub_agent_calls_are_their_own_branch():
+    """Claude Code's Agent tool starts a sub-agent: its calls come as separate steps on branch
+    `sub-agent:<its id>` (from Claude Code's own header), the main loop's as `main`."""
+    from scaffolds.base import tool_call
+
+    env = gym.make("kwaigym/Agentic-v0", scaffold="claude-code", task_id="organize-inbox")
+    seen, sub_steps = [], 0
+    try:
+        obs, _ = env.reset(seed=0)
+        for _ in range(20):
+            branch, request = obs["branch"], json.loads(obs["request"])
+            seen.append(branch)
+            answered = any(p.get("call_id") for m in request["messages"] for p in m["content"])
+            if branch == "auxiliary":
+                action = "ok"
+            elif branch.startswith("sub-agent:"):
+                sub_steps += 1
+                write = tool_call("Bash", "sub_1", command="echo from-sub > /workspace/sub.txt")
+                action = write if sub_steps == 1 else "The file is written."
+            elif not answered:
+                action = tool_call("Agent", "main_1", description="write a file", prompt="Write sub.txt",
+                                   subagent_type="general-purpose")  # fmt: skip
+            else:
+                action = "Done."
+            obs, reward, terminated, truncated, info = env.step(action)
+            if terminated or truncated:
+                break
+        assert terminated, seen
+        record = info["record"]
+    finally:
+        env.close()
+    subs = [b for b in seen if b.startswith("sub-agent:")]
+    assert len(subs) == 2 and len(set(subs)) == 1, seen
+    assert seen[0] == "main" and seen[-1] == "main"
+    kinds = [(c.kind, c.agent_id) for c in record.calls if c.kind != "auxiliary"]
+    assert {k for k, _ in kinds} == {"main", "sub-agent"} and f"sub-agent:{kinds[1][1]}" in subs
