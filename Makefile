@@ -51,6 +51,7 @@ demo: setup
 	rm -rf runs/demo
 	$(VENV)/bin/kwaigym eval --dataset examples --scaffold mini,claude-code --policy oracle \
 		--concurrency 8 --out runs/demo
+	$(VENV)/bin/kwaigym report runs/demo
 
 bench: setup
 	@set -e; found=0; for f in benchmarks/*.py; do \

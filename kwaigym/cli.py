@@ -11,6 +11,7 @@
                                           agent adapters; check runs one with a scripted policy
     kwaigym eval --dataset D --scaffold S[,S...] --policy P [--concurrency N] [--out DIR]
                                           run episodes (oracle, null, openai:URL, anthropic), resumable
+    kwaigym report RUN_DIR [-o FILE]      static HTML report of a run: summary, plots, trajectory viewer
     kwaigym validate DATASET [--concurrency N] [--repeat K]
                                           reference solution must score 1, empty attempt below 1
     kwaigym proxy serve --echo|--upstream URL [--record FILE]
@@ -72,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="directory for episodes.jsonl (a rerun resumes it)")
     evaluate.add_argument("--task", action="append", dest="tasks", metavar="ID", help="only these tasks")
     evaluate.add_argument("--max-turns", type=int, help="main-loop calls per episode")
+
+    report = sub.add_parser("report", help="write a static HTML report of a run directory")
+    report.add_argument("run_dir", help="a run's --out directory (holds episodes.jsonl)")
+    report.add_argument("-o", "--out", default=None, help="output file (default RUN_DIR/report.html)")
 
     validate = sub.add_parser(
         "validate", help="check a dataset's tasks: reference scores 1, empty attempt below 1, no flaky tests"
@@ -244,6 +249,11 @@ async def _validate(args, service) -> int:
 async def _main(args) -> int:
     from kwaigym.sandbox.service import PodmanService
 
+    if args.command == "report":  # reads files only: no podman service
+        from kwaigym.report import write_report
+
+        print(write_report(args.run_dir, args.out))
+        return 0
     if args.command == "proxy":
         from kwaigym.proxy import serve
 

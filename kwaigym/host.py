@@ -60,8 +60,9 @@ REQUIRED = {
     str(CATATONIT): "catatonit",
     "ssh": "openssh-client",  # for ssh:// podman service URLs
 }
-# Only the test suite needs these: an sshd on loopback stands in for a remote podman host.
-TEST_REQUIRED = {"sshd": "openssh-server"}
+# Only the test suite needs these: an sshd on loopback stands in for a remote podman host, and a
+# headless Chromium opens the HTML report.
+TEST_REQUIRED = {"sshd": "openssh-server", "chromium": "chromium"}
 
 
 def _which(program: str) -> str | None:
