@@ -13,7 +13,8 @@ Policies by name: ``oracle`` (the task's reference solution through the scaffold
 key from ``OPENAI_API_KEY`` if set), ``anthropic`` (the Anthropic API, key from
 ``ANTHROPIC_API_KEY``), ``replay:DIR`` (answers with the episodes recorded in DIR; divergences
 go to each result's ``metadata["replay_divergences"]``), or any callable
-``(task, scaffold) -> kwaigym.policies.Policy``.
+``(task, scaffold) -> kwaigym.policies.Policy``. Packages add more by entry point (group
+``kwaigym.policies``; the reference trainer's local model would be ``local:PATH``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from importlib.metadata import entry_points
 
 import attrs
 import tenacity
@@ -38,6 +40,10 @@ from kwaigym.task import Task
 from kwaigym.trajectory.store import EpisodeStore, episode_to_dict
 
 PolicyFactory = Callable[[Task, object], policies.Policy]
+#: Packages add policies here: ``name = "module:make"``; ``name:argument`` is ``make(argument)``, a
+#: PolicyFactory.
+#: PolicyFactory.
+POLICY_GROUP = "kwaigym.policies"
 ANTHROPIC_URL = "https://api.anthropic.com"
 
 
@@ -66,7 +72,14 @@ def policy_factory(spec: str | PolicyFactory) -> PolicyFactory:
             raise ConfigError("policy 'anthropic' needs ANTHROPIC_API_KEY in the environment")
         upstream = UpstreamResponder(ANTHROPIC_URL, format="anthropic", api_key=key)
         return lambda task, scaffold: policies.Policy(upstream)
-    raise ConfigError(f"unknown policy {spec!r}; use oracle, null, openai:URL, anthropic or replay:DIR")
+    name, _, argument = spec.partition(":")
+    for entry in entry_points(group=POLICY_GROUP):
+        if entry.name == name:  # e.g. the reference trainer's `local:PATH` (a model on this machine)
+            return entry.load()(argument)
+    raise ConfigError(
+        f"unknown policy {spec!r}; use oracle, null, openai:URL, anthropic, replay:DIR or a policy "
+        f"registered under the entry point group {POLICY_GROUP!r}"
+    )
 
 
 class _Tally:

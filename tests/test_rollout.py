@@ -13,6 +13,8 @@ import pytest
 
 from kwaigym.datasets import load_dataset
 from kwaigym.errors import ConfigError
+from kwaigym.policies import Policy
+from kwaigym.proxy import ScriptedResponder
 from kwaigym.rollout import policy_factory, rollout
 from kwaigym.trajectory import EpisodeStore
 
@@ -41,6 +43,25 @@ def test_a_damaged_store_names_the_line(tmp_path):
 def test_unknown_policy_is_refused():
     with pytest.raises(ConfigError, match="unknown policy 'gpt'"):
         policy_factory("gpt")
+
+
+def make_scripted(argument: str):
+    """A policy package's factory maker: answers every call with ``argument``."""
+    return lambda task, scaffold: Policy(ScriptedResponder(lambda req, ctx: argument))
+
+
+def test_packages_add_policies_by_entry_point(monkeypatch):
+    """`name:argument` finds the maker a package registered under kwaigym.policies."""
+    from importlib.metadata import EntryPoint
+
+    import kwaigym.rollout
+
+    point = EntryPoint(name="say", value="tests.test_rollout:make_scripted", group="kwaigym.policies")
+    monkeypatch.setattr(
+        kwaigym.rollout, "entry_points", lambda group: [point] if group == point.group else []
+    )
+    policy = policy_factory("say:hello")(None, None)
+    assert policy.responder._fn(None, None) == "hello"
 
 
 @pytest.mark.podman
