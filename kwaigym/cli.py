@@ -12,6 +12,7 @@
     kwaigym eval --dataset D --scaffold S[,S...] --policy P [--concurrency N] [--out DIR]
                                           run episodes (oracle, null, openai:URL, anthropic), resumable
     kwaigym report RUN_DIR [-o FILE]      static HTML report of a run: summary, plots, trajectory viewer
+    kwaigym export NAME RUN_DIR [-o FILE]  training rows from a run (calls, turns, tree, sft) as JSONL
     kwaigym validate DATASET [--concurrency N] [--repeat K]
                                           reference solution must score 1, empty attempt below 1
     kwaigym proxy serve --echo|--upstream URL [--record FILE]
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import uuid
 
@@ -77,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="write a static HTML report of a run directory")
     report.add_argument("run_dir", help="a run's --out directory (holds episodes.jsonl)")
     report.add_argument("-o", "--out", default=None, help="output file (default RUN_DIR/report.html)")
+
+    export = sub.add_parser("export", help="export a run's episodes for training (calls, turns, tree, sft)")
+    export.add_argument("name", help="exporter name (calls, turns, tree, sft, or a registered one)")
+    export.add_argument("run_dir", help="a run's --out directory (holds episodes.jsonl)")
+    export.add_argument("-o", "--out", help="output JSONL file (default: stdout)")
 
     validate = sub.add_parser(
         "validate", help="check a dataset's tasks: reference scores 1, empty attempt below 1, no flaky tests"
@@ -246,14 +253,27 @@ async def _validate(args, service) -> int:
     return 0 if all(v.valid for v in verdicts) else 1
 
 
-async def _main(args) -> int:
-    from kwaigym.sandbox.service import PodmanService
-
-    if args.command == "report":  # reads files only: no podman service
+def _offline(args) -> int:
+    """Commands that only read files (no podman service, no event loop)."""
+    if args.command == "report":
         from kwaigym.report import write_report
 
         print(write_report(args.run_dir, args.out))
         return 0
+    import json
+
+    from kwaigym.trajectory import EpisodeStore, exporter
+
+    rows = exporter(args.name)(EpisodeStore(args.run_dir).records())
+    with open(args.out, "w") if args.out else contextlib.nullcontext(sys.stdout) as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+    return 0
+
+
+async def _main(args) -> int:
+    from kwaigym.sandbox.service import PodmanService
+
     if args.command == "proxy":
         from kwaigym.proxy import serve
 
@@ -282,6 +302,8 @@ async def _main(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("report", "export"):
+            return _offline(args)
         return asyncio.run(_main(args))
     except KwaigymError as exc:
         print(f"kwaigym: {exc}", file=sys.stderr)
