@@ -1,0 +1,62 @@
+"""The local engine: a real (tiny, random) transformers model answers agent requests with token
+ids and log-probabilities; as the `local:PATH` policy it runs a real episode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kwaigym.chat.types import ChatRequest, Message, TextPart, Tool
+from kwaigym.datasets import load_dataset
+from kwaigym.errors import ConfigError
+from kwaigym.rollout import policy_factory, rollout
+from tests.trainer.tiny_model import build_tiny_model
+
+torch = pytest.importorskip("torch", reason="the trainer extra (torch) is not installed")
+from reference_trainer.engine.local import LocalEngine, parse_tool_calls  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def test_hermes_tool_calls_are_parsed():
+    text, calls = parse_tool_calls(
+        'Let me look.<tool_call>{"name": "bash", "arguments": {"command": "ls"}}</tool_call>'
+    )
+    assert (
+        text == "Let me look."
+        and calls[0].name == "bash"
+        and json.loads(calls[0].arguments) == {"command": "ls"}
+    )
+    broken, none = parse_tool_calls("<tool_call>{not json}</tool_call>")
+    assert none == [] and "not json" in broken
+
+
+def test_engine_answers_with_tokens_and_logprobs(tiny):
+    engine = LocalEngine(tiny, max_new_tokens=12)
+    request = ChatRequest(format="openai-chat", model="m",
+                          messages=[Message(role="user", content=[TextPart(text="fix the bug")])],
+                          tools=[Tool(name="bash", parameters={"type": "object"})])  # fmt: skip
+    answer = engine.complete(request)
+    assert 1 <= len(answer.token_ids) <= 12 and len(answer.logprobs) == len(answer.token_ids)
+    assert all(lp.logprob <= 0.0 for lp in answer.logprobs)
+    assert answer.prompt_token_ids and answer.usage.input_tokens == len(answer.prompt_token_ids)
+    assert engine.tokenizer.decode(answer.prompt_token_ids).startswith("<|user|>\nfix the bug")
+
+
+def test_not_a_model_directory_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not a model directory"):
+        LocalEngine(tmp_path)
+
+
+@pytest.mark.podman
+async def test_local_policy_runs_a_real_episode(tiny, backend):
+    """`local:PATH` (found by entry point) drives mini on a bundled task; its calls carry token data."""
+    task = load_dataset("examples").get("swe-text-wrap")
+    (result,) = await rollout([task], ["mini"], policy_factory(f"local:{tiny}"), backend=backend,
+                              show_progress=False)  # fmt: skip
+    assert result.status in ("ok", "agent_error") and result.reward_valid and result.reward == 0.0
+    assert result.calls and result.calls[0].completion.token_ids and result.calls[0].completion.logprobs
