@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
@@ -88,6 +89,7 @@ class _Tally:
     def __init__(self):
         self.statuses: Counter[str] = Counter()
         self.rewards: list[float] = []
+        self.started = time.monotonic()
 
     def add(self, result: EpisodeResult) -> None:
         self.statuses[result.status] += 1
@@ -97,8 +99,9 @@ class _Tally:
     def line(self) -> str:
         passed = sum(r >= 1.0 for r in self.rewards)
         rate = f"{passed / len(self.rewards):.0%}" if self.rewards else "-"
-        errors = sum(n for s, n in self.statuses.items() if s != OK)
-        return f"pass {rate} ({passed}/{len(self.rewards)})  not ok {errors}"
+        errors = ", ".join(f"{s} {n}" for s, n in sorted(self.statuses.items()) if s != OK) or "none"
+        per_min = sum(self.statuses.values()) / max((time.monotonic() - self.started) / 60, 1e-9)
+        return f"pass {rate} ({passed}/{len(self.rewards)})  {per_min:.1f} episodes/min  not ok: {errors}"
 
 
 async def rollout(
