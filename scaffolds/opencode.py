@@ -33,22 +33,22 @@ class OpenCodeScaffold:
     name = "opencode"
     wire_format = "openai-chat"
     target = f"{MOUNT_ROOT}/opencode"
+    package, platform_package, binary = "opencode-ai", "opencode-linux-x64", "bin/opencode"
 
     def __init__(self, version: str = VERSION):
         self.version = version
 
     def install(self) -> Path:
-        return npm_bundle("opencode-ai", self.version)
+        return npm_bundle(self.package, self.version)
 
     def mounts(self, bundle: Path) -> list[Mount]:
-        binary_dir = bundle / "node_modules" / "opencode-linux-x64"
-        return [Mount(source=str(binary_dir), target=self.target)]
+        return [Mount(source=str(bundle / "node_modules" / self.platform_package), target=self.target)]
 
     def command(self, instruction: str) -> list[str]:
         # `opencode run` wraps an argv message holding spaces in double quotes, and reads a non-TTY
         # stdin into the message: so the instruction ($1, never part of the script) goes to stdin.
-        return ["sh", "-c", 'i=$1; shift; printf %s "$i" | exec "$@"', "opencode", instruction,
-                f"{self.target}/bin/opencode", "run", "--format", "json", "--auto", "--pure", "--dir",
+        return ["sh", "-c", 'i=$1; shift; printf %s "$i" | exec "$@"', self.name, instruction,
+                f"{self.target}/{self.binary}", "run", "--format", "json", "--auto", "--pure", "--dir",
                 WORKDIR]  # fmt: skip
 
     def config(self, route: EpisodeRoute) -> dict:
@@ -91,7 +91,9 @@ class OpenCodeScaffold:
         return tool_call("bash", call_id, command=command, description="Run a command")
 
     def outcome(self, result: ExecResult) -> AgentOutcome:
-        """Read ``--format json`` events: the last text part is the final message; error events fail it."""
+        """Read ``--format json`` events: the last text part the model wrote is the final message
+        (synthetic ones, such as the prompt that resumes after compaction, are not); error events
+        fail it."""
         texts, errors = [], []
         for line in result.stdout.splitlines():
             try:
@@ -100,8 +102,9 @@ class OpenCodeScaffold:
                 continue
             if not isinstance(event, dict):
                 continue
-            if event.get("type") == "text":
-                texts.append(str((event.get("part") or {}).get("text", "")))
+            part = event.get("part") if isinstance(event.get("part"), dict) else {}
+            if event.get("type") == "text" and not part.get("synthetic"):
+                texts.append(str(part.get("text", "")))
             elif event.get("type") == "error":  # e.g. {"name": "APIError", "data": {"message": ...}}
                 error = event.get("error") if isinstance(event.get("error"), dict) else {}
                 data = error.get("data") if isinstance(error.get("data"), dict) else {}
