@@ -96,7 +96,14 @@ class ShellSession:
             err_scan = _MarkerScanner(f"\n{nonce}\n".encode(), err)
             escaped = script.replace("'", "'\\''")
             started = time.monotonic()
-            await stream.write(_TEMPLATE.format(script=escaped, nonce=nonce).encode())
+            command = _TEMPLATE.format(script=escaped, nonce=nonce).encode()
+            try:
+                await stream.write(command)
+            except (ConnectionError, OSError):  # the shell was killed from outside (a verifier's seal)
+                stream.close()
+                self._stream = None
+                stream = await self._ensure()
+                await stream.write(command)
             try:
                 code = await asyncio.wait_for(self._read_until_done(stream, out_scan, err_scan), timeout)
             except (TimeoutError, asyncio.CancelledError) as exc:
