@@ -18,7 +18,10 @@ from __future__ import annotations
 import json
 import math
 import re
+import shlex
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -27,6 +30,14 @@ from kwaigym.errors import ConfigError, LimitExceeded
 from kwaigym.sandbox.base import Sandbox
 from kwaigym.task import Task, VerifierSpec
 from kwaigym.verifiers.base import Attempt, VerifierResult, need_sandbox, parse_params, read_text, tail
+
+CASES_DIR = "/tmp/kwaigym-cases"
+
+
+def _write_inputs(directory: str, cases) -> None:
+    for i, case in enumerate(cases):
+        Path(directory, f"{i}.in").write_text(case["input"])
+
 
 MODES = ("exact", "whitespace", "numeric")
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+\.?\d*|\.\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
@@ -145,13 +156,18 @@ class OutputVerifier:
         return VerifierResult(reward=0.0 if why else 1.0, reward_valid=True, details=details)
 
     async def _run_cases(self, sandbox: Sandbox, task: Task) -> VerifierResult:
+        """Every case through the sandbox's shell session, its input from a file copied in first: a
+        podman exec costs about 0.2 s of CPU, a command in the session a millisecond."""
         p = self.params
         cases: list[dict[str, Any]] = []
-        for case in p.cases:
+        with tempfile.TemporaryDirectory(prefix="kwaigym-cases-") as inputs:
+            _write_inputs(inputs, p.cases)  # small files: no thread needed
+            await sandbox.shell(f"rm -rf {CASES_DIR} && mkdir -p {CASES_DIR}")
+            await sandbox.put_dir(inputs, CASES_DIR)
+        for i, case in enumerate(p.cases):
+            command = f"cd {shlex.quote(task.environment.workdir)} && {p.program} < {CASES_DIR}/{i}.in"
             try:
-                run = await sandbox.exec(
-                    p.program, cwd=task.environment.workdir, stdin=case["input"], timeout=p.case_timeout_s
-                )
+                run = await sandbox.shell(command, timeout=p.case_timeout_s)
             except LimitExceeded as exc:  # timeout, memory, processes: the program's failure
                 cases.append({"passed": False, "why": f"{type(exc).__name__}: {exc.message}"})
                 continue
