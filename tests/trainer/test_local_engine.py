@@ -44,7 +44,8 @@ def test_engine_answers_with_tokens_and_logprobs(tiny):
     assert 1 <= len(answer.token_ids) <= 12 and len(answer.logprobs) == len(answer.token_ids)
     assert all(lp.logprob <= 0.0 for lp in answer.logprobs)
     assert answer.prompt_token_ids and answer.usage.input_tokens == len(answer.prompt_token_ids)
-    assert engine.tokenizer.decode(answer.prompt_token_ids).startswith("<|user|>\nfix the bug")
+    prompt = engine.tokenizer.decode(answer.prompt_token_ids)
+    assert prompt.startswith("<|tools|>") and "<|user|>\nfix the bug" in prompt
 
 
 def test_not_a_model_directory_is_refused(tmp_path):

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# Tools come first, so every render of a conversation is a prefix of the next (what training samples need).
 CHAT_TEMPLATE = (
+    "{% if tools %}<|tools|>{{ tools | tojson }}<|end|>\n{% endif %}"
     "{% for m in messages %}<|{{ m.role }}|>\n"
     "{% if m.content is string %}{{ m.content }}{% elif m.content %}{% for p in m.content %}{{ p.text }}"
     "{% endfor %}{% endif %}"
     "{% if m.tool_calls %}{% for c in m.tool_calls %}<tool_call>{{ c.function | tojson }}</tool_call>"
     "{% endfor %}{% endif %}<|end|>\n{% endfor %}"
-    "{% if tools %}<|tools|>{{ tools | tojson }}<|end|>\n{% endif %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
 
