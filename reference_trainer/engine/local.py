@@ -77,14 +77,16 @@ class LocalEngine:
             self.torch.manual_seed(int(self.torch.randint(0, 2**31, (1,), generator=self.generator)))
             out = self.model.generate(
                 self.torch.tensor([prompt]), max_new_tokens=min(limit, self.max_new_tokens), do_sample=True,
-                temperature=self.temperature, output_scores=True, return_dict_in_generate=True,
+                temperature=self.temperature, output_logits=True, return_dict_in_generate=True,
                 pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             )  # fmt: skip
         ids = out.sequences[0, len(prompt) :].tolist()
+        # The policy's own distribution (raw logits at the sampling temperature), not generate's processed
+        # scores: suppressed tokens or top-k would make rollout and trainer log-probs disagree.
         logprobs = [
             TokenLogprob(token=self.tokenizer.decode([t]), token_id=t,
-                         logprob=float(self.torch.log_softmax(score[0].float(), -1)[t]))
-            for t, score in zip(ids, out.scores, strict=False)
+                         logprob=float(self.torch.log_softmax(logits[0].float() / self.temperature, -1)[t]))
+            for t, logits in zip(ids, out.logits, strict=False)
         ]  # fmt: skip
         eos = self.tokenizer.eos_token_id
         finished = bool(ids) and ids[-1] == eos

@@ -1,0 +1,243 @@
+"""A minimal, real RL loop in one process: sample episodes with the local engine, train on them.
+
+One step (:func:`rl_step`):
+
+1. roll out ``group_size`` episodes per task through kwaigym's rollout runner, every call answered
+   by a :class:`~reference_trainer.engine.local.LocalResponder` on ``engine``. The engine's model
+   is also the trained model: the optimizer updates its weights in place, so the next step samples
+   from the new policy (fully on-policy, no weight sync);
+2. turn the episodes into samples (:func:`~kwaigym.trajectory.store.episode_to_dict`, then
+   :func:`~reference_trainer.data.samples_from_episodes`) and collate them (group advantages);
+3. :func:`update`: one forward pass for the current log-probs (``logits[:, :-1]`` predict
+   ``input_ids[:, 1:]``; every per-token tensor is shifted by one to match), old log-probs = the
+   rollout's where known, the detached current ones elsewhere; the IcePop mask between the two;
+   the loss (turn-level GSPO or GRPO); backward; gradient clipping; one optimizer step.
+
+    engine, optimizer = make_trainer("/path/to/model", config)
+    for _ in range(steps):
+        metrics = await rl_step(engine, tasks, config, backend=backend, optimizer=optimizer)
+
+Limits: one forward over the whole batch (no micro-batching), no reference model / KL, no
+checkpointing; the multi-GPU trainer (FSDP) lives elsewhere. The current log-probs are taken at
+the engine's temperature, but ``generate``'s other warpers (e.g. a model's default top-k/top-p)
+also shape the rollout log-probs: that mismatch is what the IcePop mask reports and filters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from kwaigym.errors import ConfigError
+from reference_trainer.losses import grpo_loss, icepop_mask, turn_gspo_loss
+
+if TYPE_CHECKING:
+    import torch
+
+    from kwaigym.task import Task
+    from reference_trainer.engine.local import LocalEngine
+
+LOSSES = ("turn_gspo", "grpo")
+
+
+def _one_of(choices):
+    def check(instance, attribute, value):
+        if value not in choices:
+            raise ConfigError(f"RLConfig.{attribute.name} must be one of {choices}, got {value!r}")
+
+    return check
+
+
+def _positive(instance, attribute, value):
+    if not value > 0:
+        raise ConfigError(f"RLConfig.{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.define
+class RLConfig:
+    group_size: int = attrs.field(default=4, validator=_positive)
+    """Episodes per task per step (one GRPO group)."""
+    lr: float = attrs.field(default=1e-6, validator=_positive)
+    loss: str = attrs.field(default="turn_gspo", validator=_one_of(LOSSES))
+    turn_ratio: str = attrs.field(default="mean", validator=_one_of(("mean", "sum")))
+    """Turn-level GSPO's ratio (see :func:`~reference_trainer.losses.turn_gspo_loss`)."""
+    eps_low: float | None = None
+    """Clip range; ``None`` takes the loss's default (GSPO 3e-4/4e-4, GRPO 0.2/0.28)."""
+    eps_high: float | None = None
+    icepop_low: float = 0.5
+    icepop_high: float = 5.0
+    max_new_tokens: int = attrs.field(default=512, validator=_positive)
+    """Per model call (the engine's limit is set to it for the rollout)."""
+    seed: int = 0
+    """Seeds the engine's sampling (:func:`make_trainer`)."""
+    max_grad_norm: float | None = 1.0
+    weight_decay: float = 0.0
+    """AdamW's (:func:`make_trainer`); 0 so that a step with zero advantages changes nothing."""
+    scaffold: str = "mini"
+    concurrency: int = attrs.field(default=4, validator=_positive)
+
+
+def make_trainer(path, config: RLConfig) -> tuple[LocalEngine, torch.optim.Optimizer]:
+    """The local engine for the model at ``path`` and an AdamW on its parameters."""
+    import torch
+
+    from reference_trainer.engine.local import LocalEngine
+
+    torch.manual_seed(config.seed)
+    engine = LocalEngine(path, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    return engine, torch.optim.AdamW(
+        engine.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+
+
+def token_logprobs(model, input_ids_BT, attention_mask_BT, *, temperature: float = 1.0) -> torch.Tensor:
+    """Log-prob of ``input_ids[:, t]`` given the tokens before it, for ``t >= 1``: shape ``(B, T-1)``."""
+    import torch
+
+    logits_BTV = model(input_ids=input_ids_BT, attention_mask=attention_mask_BT).logits[:, :-1].float()
+    if temperature != 1.0:
+        logits_BTV = logits_BTV / temperature
+    # logsumexp + gather: no (B, T, V) log-softmax copy kept for backward
+    picked_BT = logits_BTV.gather(-1, input_ids_BT[:, 1:, None]).squeeze(-1)
+    return picked_BT - torch.logsumexp(logits_BTV, dim=-1)
+
+
+def known_logprobs(samples: Sequence[Any], T: int) -> torch.Tensor:
+    """``(B, T)`` bool: where a sample's rollout log-prob is known (not NaN, not padding)."""
+    import torch
+
+    known_BT = torch.zeros((len(samples), T), dtype=torch.bool)
+    for i, s in enumerate(samples):
+        lp = torch.tensor(s.rollout_logprobs, dtype=torch.float32)
+        known_BT[i, : len(lp)] = ~torch.isnan(lp)
+    return known_BT
+
+
+def update(
+    model,
+    batch: dict[str, Any],
+    config: RLConfig,
+    optimizer,
+    *,
+    known_BT: torch.Tensor | None = None,
+    temperature: float = 1.0,
+) -> dict[str, float]:
+    """One policy-gradient step on a collated batch (see the module docstring); returns metrics.
+
+    ``known_BT`` marks the tokens whose rollout log-probs are known (default: every token of the
+    rows with ``has_rollout_logprobs``). A batch with no policy token or all-zero advantages gives
+    a zero loss that still backpropagates (zero gradients: with no weight decay, no change).
+    """
+    import torch
+
+    input_ids_BT = batch["input_ids"]
+    if input_ids_BT.shape[0] == 0 or input_ids_BT.shape[1] < 2:
+        return {"loss": 0.0, "clip_frac": 0.0, "icepop_masked_frac": 0.0, "policy_tokens": 0.0,
+                "grad_norm": 0.0, "updated": 0.0}  # fmt: skip
+    if known_BT is None:
+        known_BT = batch["has_rollout_logprobs"][:, None].expand_as(input_ids_BT)
+    mask_BT = batch["loss_mask"][:, 1:]
+    turns_BT = batch["turn_ids"][:, 1:]
+    known_BT = known_BT[:, 1:]
+    rollout_BT = batch["rollout_logprobs"][:, 1:]
+    adv_B = batch["advantages"]
+
+    model.train()
+    try:
+        logp_BT = token_logprobs(model, input_ids_BT, batch["attention_mask"], temperature=temperature)
+        current_BT = logp_BT.detach()
+        old_BT = torch.where(known_BT, rollout_BT, current_BT)
+        icepop_BT, _ = icepop_mask(current_BT, old_BT, config.icepop_low, config.icepop_high, mask_BT=mask_BT)
+        clip = {
+            k: v for k, v in (("eps_low", config.eps_low), ("eps_high", config.eps_high)) if v is not None
+        }
+        if config.loss == "turn_gspo":
+            loss, metrics = turn_gspo_loss(
+                logp_BT,
+                old_BT,
+                adv_B,
+                mask_BT,
+                turns_BT,
+                turn_ratio=config.turn_ratio,
+                icepop_BT=icepop_BT,
+                **clip,
+            )
+        else:
+            loss, metrics = grpo_loss(logp_BT, old_BT, adv_B, mask_BT, icepop_BT=icepop_BT, **clip)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for p in model.parameters() if p.grad is not None]
+        if config.max_grad_norm is not None and params:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+        else:
+            grad_norm = float(sum(float(p.grad.detach().pow(2).sum()) for p in params) ** 0.5)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    finally:
+        model.eval()
+    with torch.no_grad():
+        policy = mask_BT > 0
+        mismatch = (current_BT - rollout_BT).abs()[policy & known_BT]
+    return {
+        "loss": float(loss.detach()),
+        "clip_frac": metrics["clip_frac"],
+        "ratio_mean": metrics["ratio_mean"],
+        "icepop_masked_frac": metrics.get("icepop_masked_frac", 0.0),
+        "policy_tokens": float(policy.sum()),
+        "known_logprob_tokens": float((policy & known_BT).sum()),
+        "logprob_abs_diff_mean": float(mismatch.mean()) if mismatch.numel() else 0.0,
+        "grad_norm": grad_norm,
+        "updated": 1.0,
+    }
+
+
+async def rl_step(
+    engine: LocalEngine,
+    tasks: Sequence[Task],
+    config: RLConfig,
+    *,
+    backend=None,
+    optimizer,
+) -> dict[str, float]:
+    """Roll out ``config.group_size`` episodes per task with ``engine``, then one :func:`update`."""
+    from kwaigym.policies import Policy
+    from kwaigym.rollout import rollout
+    from kwaigym.trajectory.store import episode_to_dict
+    from reference_trainer.data import collate, samples_from_episodes
+    from reference_trainer.engine.local import LocalResponder
+
+    engine.max_new_tokens = config.max_new_tokens
+    responder = LocalResponder(engine)
+    results = await rollout(list(tasks), [config.scaffold], lambda task, scaffold: Policy(responder),
+                            samples=config.group_size, concurrency=config.concurrency, backend=backend,
+                            show_progress=False)  # fmt: skip
+    records = [episode_to_dict(r) for r in results]
+    samples, report = samples_from_episodes(records, engine.tokenizer)
+    tokenizer = engine.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    batch = collate(samples, pad_id)
+    known_BT = known_logprobs(samples, batch["input_ids"].shape[1])
+    metrics = update(
+        engine.model, batch, config, optimizer, known_BT=known_BT, temperature=engine.temperature
+    )
+
+    valid = [r.reward for r in results if r.reward_valid and r.reward is not None]
+    statuses: dict[str, float] = {}
+    for r in results:
+        statuses[f"status_{r.status}"] = statuses.get(f"status_{r.status}", 0.0) + 1
+    adv = batch["advantages"]
+    metrics.update(
+        episodes=float(len(results)),
+        reward_valid_frac=len(valid) / len(results) if results else 0.0,
+        reward_mean=sum(valid) / len(valid) if valid else math.nan,
+        pass_rate=sum(r >= 1.0 for r in valid) / len(valid) if valid else math.nan,
+        samples=float(len(samples)),
+        tokens=float(report.tokens),
+        advantage_abs_mean=float(adv.abs().mean()) if adv.numel() else 0.0,
+        **{f"data_{k}": float(v) for k, v in attrs.asdict(report).items()},
+        **statuses,
+    )
+    return metrics
