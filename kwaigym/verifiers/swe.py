@@ -88,7 +88,10 @@ class SweVerifier:
             await apply_test_patch(sandbox, p.test_patch, workdir=workdir, base_commit=p.base_commit)
         if files_dir is not None:
             await sandbox.put_dir(str(files_dir), workdir)
-        run = await sandbox.exec(p.test_command, cwd=workdir, max_output=_LOG_CAP)
+        # Stale bytecode would run old code: Python trusts a .pyc whose source has the same size and
+        # mtime second, which an edit right after a test run can keep. The tests compile afresh.
+        purge = "find . -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null; "
+        run = await sandbox.exec(purge + p.test_command, cwd=workdir, max_output=_LOG_CAP)
         log = f"{run.stdout}\n{run.stderr}"
         statuses = PARSERS[p.parser](log)
         tests = {t: statuses.get(canonical_id(p.parser, t), MISSING) for t in p.fail_to_pass + p.pass_to_pass}
