@@ -9,7 +9,10 @@ created per command, which makes a call take milliseconds instead of the ~0.1 s
 of a fresh podman exec.
 
 On timeout every process of the session is killed and the next call starts a
-fresh shell: its cwd and variables are reset, and the error says so.
+fresh shell: its cwd and variables are reset, and the error says so. The shell
+first prints a start marker for each command, so a shell killed from outside (a
+verifier's seal) is told apart from a command that ends the shell: the command is
+run again, once, in a new shell.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from kwaigym.sandbox.output import CappedBuffer
 
 _SHELL = "command -v bash >/dev/null 2>&1 && exec bash --noprofile --norc; exec sh"
 # `sh` (dash) exits on a syntax error inside eval, so there the script is parsed first with `sh -n`.
-_TEMPLATE = """__kw_s='{script}'
+_TEMPLATE = """printf '{nonce}>'
+__kw_s='{script}'
 if [ -n "$BASH_VERSION" ] || sh -n -c "$__kw_s" 2>/dev/null; then eval "$__kw_s" </dev/null; \
 else sh -n -c "$__kw_s"; (exit 2); fi
 __kw_rc=$?; printf '\\n{nonce}:%d\\n' "$__kw_rc"; printf '\\n{nonce}\\n' >&2
@@ -55,6 +59,10 @@ class _MarkerScanner:
         keep = len(self.marker) - 1
         self.sink.write(buf[:-keep] if len(buf) > keep else b"")
         self._pending = buf[-keep:] if len(buf) > keep else buf
+
+
+class _ShellGone(Exception):
+    """The shell had died before it read the command (killed from outside): start a new one."""
 
 
 class SessionHost(Protocol):
@@ -89,48 +97,68 @@ class ShellSession:
 
     async def run(self, script: str, *, timeout: float | None, max_output: int) -> ExecResult:
         async with self._lock:
+            try:
+                return await self._run(script, timeout=timeout, max_output=max_output)
+            except _ShellGone:  # e.g. a verifier's seal killed it: the command never ran, run it anew
+                return await self._run(script, timeout=timeout, max_output=max_output)
+
+    async def _run(self, script: str, *, timeout: float | None, max_output: int) -> ExecResult:
+        stream = await self._ensure()
+        nonce = uuid.uuid4().hex
+        out, err = CappedBuffer(max_output), CappedBuffer(max_output)
+        out_scan = _MarkerScanner(f"\n{nonce}:".encode(), out)
+        started_scan = _MarkerScanner(f"{nonce}>".encode(), CappedBuffer(64))
+        err_scan = _MarkerScanner(f"\n{nonce}\n".encode(), err)
+        escaped = script.replace("'", "'\\''")
+        started = time.monotonic()
+        command = _TEMPLATE.format(script=escaped, nonce=nonce).encode()
+        try:
+            await stream.write(command)
+        except (ConnectionError, OSError):  # the shell was killed from outside (a verifier's seal)
+            stream.close()
+            self._stream = None
             stream = await self._ensure()
-            nonce = uuid.uuid4().hex
-            out, err = CappedBuffer(max_output), CappedBuffer(max_output)
-            out_scan = _MarkerScanner(f"\n{nonce}:".encode(), out)
-            err_scan = _MarkerScanner(f"\n{nonce}\n".encode(), err)
-            escaped = script.replace("'", "'\\''")
-            started = time.monotonic()
-            command = _TEMPLATE.format(script=escaped, nonce=nonce).encode()
-            try:
-                await stream.write(command)
-            except (ConnectionError, OSError):  # the shell was killed from outside (a verifier's seal)
-                stream.close()
-                self._stream = None
-                stream = await self._ensure()
-                await stream.write(command)
-            try:
-                code = await asyncio.wait_for(self._read_until_done(stream, out_scan, err_scan), timeout)
-            except (TimeoutError, asyncio.CancelledError) as exc:
-                await self.reset()
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                partial = _result(-9, out, err, started)
-                raise SandboxTimeout(
-                    f"shell command ran past its timeout of {timeout}s and was killed with its children; "
-                    "the shell session was restarted, so its cwd and variables are reset",
-                    result=partial,
-                    episode_id=self._episode_id,
-                ) from None
-            return _result(code, out, err, started)
+            await stream.write(command)
+        try:
+            code = await asyncio.wait_for(
+                self._read_until_done(stream, started_scan, out_scan, err_scan), timeout
+            )
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            await self.reset()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            partial = _result(-9, out, err, started)
+            raise SandboxTimeout(
+                f"shell command ran past its timeout of {timeout}s and was killed with its children; "
+                "the shell session was restarted, so its cwd and variables are reset",
+                result=partial,
+                episode_id=self._episode_id,
+            ) from None
+        return _result(code, out, err, started)
 
     async def _read_until_done(
-        self, stream: wire.ExecStream, out_scan: _MarkerScanner, err_scan: _MarkerScanner
+        self,
+        stream: wire.ExecStream,
+        started: _MarkerScanner,
+        out_scan: _MarkerScanner,
+        err_scan: _MarkerScanner,
     ) -> int:
         while out_scan.after is None or b"\n" not in out_scan.after or err_scan.after is None:
             frame = await stream.read_frame()
             if frame is None:  # the shell itself exited (`exit N`, killed, container gone)
                 self._stream = None
                 stream.close()
+                if started.after is None:  # before it read the command: it was dead already
+                    raise _ShellGone
                 if out_scan.after is None:  # the command ended the shell: its status is the shell's
                     return await self._host.exit_code(stream.exec_id)
                 break
             kind, data = frame
+            if kind == wire.STDOUT and started.after is None:
+                started.feed(data)  # the shell's note that it read the command; nothing precedes it
+                if started.after is None:
+                    continue
+                data, started.after = started.after, b""
             (out_scan if kind == wire.STDOUT else err_scan).feed(data)
         return int(out_scan.after.split(b"\n", 1)[0])
 
