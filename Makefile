@@ -43,7 +43,9 @@ setup: $(VENV)/.installed
 	$(VENV)/bin/kwaigym images bootstrap
 
 test: HOST_FLAGS = --test-tools
+# Agent bundles are installed before the tests (cached: quick when done), so no test pays for a download.
 test: setup
+	$(VENV)/bin/kwaigym scaffolds install all
 	$(PYTHON) -m pytest -n auto -q $(PYTEST_ARGS)
 
 # The bundled dataset with kwaigym's own agent and Claude Code, the oracle policy: every task passes.

@@ -7,7 +7,7 @@
     kwaigym sandbox run [--image I] CMD   run one command in a fresh sandbox, print its output
     kwaigym sandbox list                  kwaigym's containers and whether they are leftovers
     kwaigym sandbox prune [--all]         remove leftovers of crashed runs (or every sandbox)
-    kwaigym scaffolds list|install NAME|check NAME
+    kwaigym scaffolds list|install NAME...|all|check NAME
                                           agent adapters; check runs one with a scripted policy
     kwaigym eval --dataset D --scaffold S[,S...] --policy P [--concurrency N] [--out DIR]
                                           run episodes (oracle, null, openai:URL, anthropic), resumable
@@ -59,7 +59,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="action", required=True
     )
     scaffolds.add_parser("list", help="known adapters")
-    scaffolds.add_parser("install", help="build an adapter's bundle (cached)").add_argument("name")
+    scaffolds.add_parser("install", help="build adapters' bundles (cached)").add_argument(
+        "names", nargs="+", metavar="NAME", help="adapter names, or `all`"
+    )
     scaffolds.add_parser("check", help="run an adapter once with a scripted policy").add_argument("name")
 
     evaluate = sub.add_parser("eval", help="run episodes of a dataset with scaffolds and a policy")
@@ -168,10 +170,12 @@ async def _scaffolds(args, service) -> int:
             scaffold = cls()  # the wire format may depend on the adapter's options
             print(f"{name:14} {scaffold.wire_format:18} {(cls.__doc__ or '').strip().splitlines()[0]}")
         return 0
-    scaffold = registry.get(args.name)
     if args.action == "install":
-        print(await asyncio.to_thread(scaffold.install))
+        names = sorted(registry.available()) if args.names == ["all"] else args.names
+        for name in names:
+            print(f"{name}: {await asyncio.to_thread(registry.get(name).install)}")
         return 0
+    scaffold = registry.get(args.name)
     image = await ImageStore(service).base_image()
     async with PodmanBackend(service) as backend:
         report = await check(scaffold, image=image, backend=backend)
