@@ -78,9 +78,10 @@ async def test_null_policy_scores_zero_everywhere(backend, tmp_path):
 @pytest.mark.podman
 def test_killed_run_resumes_without_losing_or_repeating_episodes(tmp_path):
     """SIGKILL the eval after its first stored episode; the rerun does exactly the rest."""
-    only = [arg for t in TASKS for arg in ("--task", t)]
+    tasks = [t.id for t in load_dataset("examples")][:8]  # one at a time: the kill lands mid-run
+    only = [arg for t in tasks for arg in ("--task", t)]
     cmd = [sys.executable, "-m", "kwaigym.cli", "eval", "--scaffold", "mini", "--policy", "oracle",
-           "--concurrency", "2", "--out", str(tmp_path), *only]  # fmt: skip
+           "--concurrency", "1", "--out", str(tmp_path), *only]  # fmt: skip
     store = EpisodeStore(tmp_path)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -91,11 +92,11 @@ def test_killed_run_resumes_without_losing_or_repeating_episodes(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     first = store.done()
-    assert 1 <= len(first) < len(TASKS), first
+    assert 1 <= len(first) < len(tasks), first
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
     records = list(store.records())
     keys = [(r["task_id"], r["scaffold"], r["metadata"]["sample"]) for r in records]
-    assert sorted(keys) == sorted((t, "mini", 0) for t in TASKS)  # each once: none lost, none repeated
+    assert sorted(keys) == sorted((t, "mini", 0) for t in tasks)  # each once: none lost, none repeated
     assert all(r["reward"] == 1.0 and r["status"] == "ok" for r in records)
     assert all(json.dumps(r["calls"]) and r["calls"][0]["kind"] == "main" for r in records)
