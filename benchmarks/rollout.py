@@ -97,7 +97,7 @@ def main(quick: bool) -> dict:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a fifth of the tasks, 6 episodes a pass, 8 vector envs")
+    parser.add_argument("--quick", action="store_true", help="fewer tasks and envs")
     cli = parser.parse_args()
     result = main(cli.quick)
     verdict = "meets" if result["speedup_c16"] >= TARGET else "MISSES"

@@ -36,7 +36,7 @@ PLAN = [
 ]
 # The agent's side of one model call, run inside the sandbox (the sandbox reaches only PORT).
 ASK = (
-    "python3 -c \"import urllib.request as u; "
+    'python3 -c "import urllib.request as u; '
     "print(u.urlopen('http://10.0.2.2:{port}/next').read().decode())\""
 )
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from kwaigym.trajectory.export import RL_KINDS, _episodes, _produced, chat_messages, chat_tools
+from kwaigym.trajectory.export import RL_KINDS, chat_messages, chat_tools, decoded_episodes, produced_turns
 from kwaigym.trajectory.tree import message_key
 
 
@@ -108,7 +108,7 @@ def samples_from_episodes(
     """One :class:`Sample` per path of each record's call tree (see the module docstring)."""
     report, samples = DataReport(), []
     eos = tokenizer.eos_token_id
-    for header, calls, tree in _episodes(records, kinds):
+    for header, calls, tree in decoded_episodes(records, kinds):
         valid = bool(header["reward_valid"])
         reward = header["reward"]
         reward = float("nan") if reward is None else float(reward)
@@ -142,7 +142,7 @@ def samples_from_episodes(
 
 def _path_sample(path, tree, tokenizer, eos, checked, bad, bad_answers) -> Sample:
     last = path[-1]
-    produced = _produced(path, tree)
+    produced = produced_turns(path, tree)
     tools = chat_tools(last.request) or None
     groups = chat_messages(last.messages, last.request)
     ids: list[int] = []

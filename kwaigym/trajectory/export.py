@@ -69,7 +69,7 @@ def _header(record: Any) -> dict[str, Any]:
     }
 
 
-def _episodes(records: Iterable[Any], kinds: Sequence[str]):
+def decoded_episodes(records: Iterable[Any], kinds: Sequence[str]):
     """(row header, calls of ``kinds`` by id, their tree) per record."""
     for record in records:
         calls = [c for c in decode_calls(record) if c.kind in kinds]
@@ -94,7 +94,7 @@ def _flat(nested: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return [m for group in nested for m in group]
 
 
-def _produced(path: Sequence[DecodedCall], tree: TrajectoryTree) -> dict[int, DecodedCall]:
+def produced_turns(path: Sequence[DecodedCall], tree: TrajectoryTree) -> dict[int, DecodedCall]:
     """Which messages of the last call's prompt and answer are answers of calls on ``path``.
 
     A call's answer sits at the index of its prompt's length, and is in the last call's messages
@@ -116,7 +116,7 @@ def export_calls(records: Iterable[Any], *, kinds: Sequence[str] = RL_KINDS) -> 
     """One row per call: ``messages`` (the prompt), ``tools``, ``completion`` (the answer as one
     assistant message), ``finish_reason``, and ``prompt_token_ids`` / ``token_ids`` / ``logprobs``
     (None when unknown), with the episode's header (ids, ``reward``, ``reward_valid``)."""
-    for header, calls, tree in _episodes(records, kinds):
+    for header, calls, tree in decoded_episodes(records, kinds):
         for node in tree.nodes:
             call = calls[node.call_id]
             *prompt, answer = chat_messages(call.messages, call.request)
@@ -145,11 +145,11 @@ def export_turns(records: Iterable[Any], *, kinds: Sequence[str] = RL_KINDS) -> 
     (None otherwise: an agent that dropped the turn's reasoning changed its tokens);
     ``dropped_reasoning``: how many produced turns were re-sent without their reasoning.
     """
-    for header, calls, tree in _episodes(records, kinds):
+    for header, calls, tree in decoded_episodes(records, kinds):
         for call_ids in tree.paths():
             path = [calls[c] for c in call_ids]
             last = path[-1]
-            produced = _produced(path, tree)
+            produced = produced_turns(path, tree)
             messages, mask, logprobs, token_ids, dropped = [], [], [], [], 0
             for index, group in enumerate(chat_messages(last.messages, last.request)):
                 by = produced.get(index)
@@ -180,7 +180,7 @@ def export_sft(
     for episodes whose reward is valid and at least ``min_reward`` (all assistant turns are targets,
     as SFT trainers take them)."""
     records = (r for r in records if _good(_header(r), min_reward))
-    for header, calls, tree in _episodes(records, kinds):
+    for header, calls, tree in decoded_episodes(records, kinds):
         for leaf in tree.leaves:
             last = calls[leaf]
             yield header | {
@@ -221,7 +221,7 @@ def export_tree(
     summed over paths, against ``len(input_ids)``).
     """
     tokenize, render = tokenize or byte_tokens, render or render_chat
-    for header, calls, tree in _episodes(records, kinds):
+    for header, calls, tree in decoded_episodes(records, kinds):
         paths = [[calls[c] for c in p] for p in tree.paths()]
         engine = engine_tokens and all(
             c.prompt_token_ids is not None and c.token_ids is not None for c in calls.values()
