@@ -1,7 +1,8 @@
 """Model loading, tiny presets, stochastic MoE routing, and sequence log-probs for the reference trainer.
 
-- :data:`PRESETS` holds tiny configs (random weights, built offline) for CPU runs and tests:
-  ``tiny-dense`` (a Llama-style decoder) and ``tiny-moe`` (Qwen3-MoE: 4 experts, top-2).
+- :data:`PRESETS` holds configs built offline with random weights: tiny ones for CPU runs and
+  tests, ``tiny-dense`` (a Llama-style decoder) and ``tiny-moe`` (Qwen3-MoE: 4 experts, top-2), and
+  the shapes of Qwen2-0.5B and Qwen2-1.5B (``qwen2-0.5b``, ``qwen2-1.5b``) for throughput benchmarks.
 - :func:`load_model` loads a local Hugging Face model directory, or builds a preset from its config
   with seeded random weights. Nothing is ever downloaded.
 - :func:`stochastic_routing` makes an MoE forward pass stochastic by adding Gaussian noise to the
@@ -39,7 +40,7 @@ DEFAULT_VOCAB_SIZE = 512
 
 
 def _preset_configs() -> dict[str, PretrainedConfig]:
-    from transformers import LlamaConfig, Qwen3MoeConfig
+    from transformers import LlamaConfig, Qwen2Config, Qwen3MoeConfig
 
     common: dict[str, Any] = dict(
         vocab_size=DEFAULT_VOCAB_SIZE,
@@ -50,7 +51,16 @@ def _preset_configs() -> dict[str, PretrainedConfig]:
         max_position_embeddings=4096,
         tie_word_embeddings=False,
     )
+    # Real shapes with random weights: for throughput benchmarks and memory planning, not for quality.
+    qwen2 = dict(vocab_size=151936, num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1e6,
+                 tie_word_embeddings=True, rms_norm_eps=1e-6)  # fmt: skip
     return {
+        "qwen2-0.5b": Qwen2Config(
+            hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14, **qwen2
+        ),  # fmt: skip
+        "qwen2-1.5b": Qwen2Config(
+            hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, **qwen2
+        ),  # fmt: skip
         "tiny-dense": LlamaConfig(intermediate_size=128, **common),
         "tiny-moe": Qwen3MoeConfig(
             head_dim=16,
@@ -65,7 +75,7 @@ def _preset_configs() -> dict[str, PretrainedConfig]:
     }
 
 
-PRESETS: tuple[str, ...] = ("tiny-dense", "tiny-moe")
+PRESETS: tuple[str, ...] = ("tiny-dense", "tiny-moe", "qwen2-0.5b", "qwen2-1.5b")
 """Names accepted by :func:`load_model` besides a local model directory."""
 
 
@@ -88,12 +98,15 @@ def load_model(
     vocab_size: int | None = None,
     dtype: torch.dtype | None = None,
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> PreTrainedModel:
     """Load a local HF causal-LM directory, or build preset ``path_or_preset`` with seeded random weights.
 
     A preset is built from config under ``seed`` (the global RNG state is restored afterwards), so the
     same seed gives the same weights. ``vocab_size`` only applies to presets (a directory's config wins);
-    ``dtype`` defaults to float32. The model is returned in eval mode.
+    ``dtype`` defaults to float32. ``device`` (default CPU) is where a preset's weights are initialised,
+    so a 1.5B model is built on the GPU in a second rather than on the CPU in many. The model is
+    returned in eval mode.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -109,11 +122,12 @@ def load_model(
         if vocab_size is not None:
             raise ConfigError("load_model: vocab_size applies to presets only")
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-        return model.eval()
+        return model.to(device or "cpu").eval()
     config = preset_config(str(path_or_preset), vocab_size=vocab_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
+        with torch.device(device or "cpu"):
+            model = AutoModelForCausalLM.from_config(config)
     return model.to(dtype).eval()
 
 

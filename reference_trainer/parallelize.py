@@ -13,10 +13,11 @@ checkpointing and ``torch.distributed.fsdp.fully_shard`` (FSDP2) to it:
   gradient, exactly, however unevenly tokens fall on the ranks. Use :func:`global_count` to get
   that count.
 
-Limits: one flat data-parallel mesh (no HSDP, tensor or expert parallelism); no ``torch.compile``;
-no CPU offload. Decoder blocks are found as ``model.model.layers`` (Hugging Face Llama, Qwen2,
-Qwen3-MoE and most causal LMs) or, failing that, as modules whose class name ends with
-``DecoderLayer``.
+Limits: one flat data-parallel mesh (no HSDP, tensor or expert parallelism); ``torch.compile`` per
+block (the log-prob head compiles separately: ``token_logprobs(compiled=True)`` in
+:mod:`reference_trainer.rl`); no CPU offload. Decoder blocks are found as ``model.model.layers``
+(Hugging Face Llama, Qwen2, Qwen3-MoE and most causal LMs) or, failing that, as modules whose class
+name ends with ``DecoderLayer``.
 """
 
 from __future__ import annotations
@@ -130,8 +131,9 @@ def shard_model(
     *,
     mesh: DeviceMesh | None = None,
     mixed_precision: bool | None = None,
-    reshard_after_forward: bool = True,
+    reshard_after_forward: bool | None = None,
     activation_checkpointing: bool = False,
+    compile_blocks: bool = False,
 ) -> torch.nn.Module:
     """Shard ``model`` in place with FSDP2 over ``mesh`` (default: all ranks); return it.
 
@@ -142,8 +144,13 @@ def shard_model(
             for CUDA and off (all float32) for CPU.
         reshard_after_forward: free each block's gathered parameters after its forward (less
             memory, one more all-gather in backward); the root is never resharded, as it is
-            needed again first in backward.
+            needed again first in backward. ``None``: only with more than one rank (one rank's
+            shard is the whole model, so resharding would save nothing and cost a gather).
         activation_checkpointing: recompute each block's activations in backward.
+        compile_blocks: ``torch.compile`` each decoder block (after checkpointing, before sharding,
+            so FSDP's communication stays outside the compiled graphs). Blocks share one code
+            object, so they compile once; fused norms, rotary and activations are where eager
+            PyTorch loses most of its time on a GPU.
 
     Gradient reduction sums over ranks (divide factor 1): normalise each rank's loss by the
     global count (:func:`global_count`), not the local one.
@@ -159,10 +166,17 @@ def shard_model(
         if mixed_precision
         else MixedPrecisionPolicy()
     )
+    if reshard_after_forward is None:
+        import torch.distributed as dist
+
+        world = mesh.size() if mesh is not None else dist.get_world_size()
+        reshard_after_forward = world > 1
     blocks = decoder_blocks(model)
     if activation_checkpointing:
         blocks = _enable_checkpointing(model, blocks)
     for block in blocks:
+        if compile_blocks:
+            block.compile()
         fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
     for module in model.modules():
