@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -206,7 +207,10 @@ def update(
         model.eval()
     with torch.no_grad():
         policy = mask_BT > 0
-        mismatch = (current_BT - rollout_BT).abs()[policy & known_BT]
+        log_ratio = (current_BT - rollout_BT)[policy & known_BT]  # log pi_train / pi_rollout per token
+        mismatch = log_ratio.abs()
+        # k3 estimate of KL(pi_rollout || pi_train) from the rollout's own samples: r - 1 - log r
+        kl = (torch.exp(log_ratio) - 1 - log_ratio).mean() if log_ratio.numel() else torch.zeros(())
     return {
         "loss": float(loss.detach()),
         "clip_frac": metrics["clip_frac"],
@@ -215,6 +219,7 @@ def update(
         "policy_tokens": float(policy.sum()),
         "known_logprob_tokens": float((policy & known_BT).sum()),
         "logprob_abs_diff_mean": float(mismatch.mean()) if mismatch.numel() else 0.0,
+        "kl_rollout": float(kl),
         "grad_norm": grad_norm,
         "updated": 1.0,
     }
@@ -237,18 +242,23 @@ async def rl_step(
 
     engine.max_new_tokens = config.max_new_tokens
     responder = LocalResponder(engine)
+    started = time.perf_counter()
     results = await rollout(list(tasks), [config.scaffold], lambda task, scaffold: Policy(responder),
                             samples=config.group_size, concurrency=config.concurrency, backend=backend,
                             show_progress=False)  # fmt: skip
+    rollout_s = time.perf_counter() - started
     records = [episode_to_dict(r) for r in results]
     samples, report = samples_from_episodes(records, engine.tokenizer)
     tokenizer = engine.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = collate(samples, pad_id)
     known_BT = known_logprobs(samples, batch["input_ids"].shape[1])
+    started = time.perf_counter()
     metrics = update(
         engine.model, batch, config, optimizer, known_BT=known_BT, temperature=engine.temperature
     )
+    update_s = time.perf_counter() - started
+    trained_tokens = float(batch["attention_mask"].sum()) if batch["input_ids"].numel() else 0.0
 
     valid = [r.reward for r in results if r.reward_valid and r.reward is not None]
     statuses: dict[str, float] = {}
@@ -263,6 +273,9 @@ async def rl_step(
         samples=float(len(samples)),
         tokens=float(report.tokens),
         advantage_abs_mean=float(adv.abs().mean()) if adv.numel() else 0.0,
+        rollout_s=rollout_s,
+        update_s=update_s,
+        train_tokens_per_s=trained_tokens / update_s if update_s > 0 else 0.0,
         **{f"data_{k}": float(v) for k, v in attrs.asdict(report).items()},
         **statuses,
     )
