@@ -54,10 +54,13 @@ def init_distributed(device_type: str | None = None) -> DeviceMesh:
     os.environ.setdefault("WORLD_SIZE", "1")
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", "29500")
+    device = None
     if device_type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        # device_id binds NCCL to this rank's GPU up front (barriers and collectives then need no guess)
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", device_id=device)
     return init_device_mesh(device_type, (dist.get_world_size(),), mesh_dim_names=("dp",))
 
 

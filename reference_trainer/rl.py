@@ -11,16 +11,19 @@ One step (:func:`rl_step`):
 3. :func:`update`: one forward pass for the current log-probs (``logits[:, :-1]`` predict
    ``input_ids[:, 1:]``; every per-token tensor is shifted by one to match), old log-probs = the
    rollout's where known, the detached current ones elsewhere; the IcePop mask between the two;
-   the loss (turn-level GSPO or GRPO); backward; gradient clipping; one optimizer step.
+   the loss (turn-level GSPO or GRPO); backward; gradient clipping; one optimizer step, under the
+   engine's lock, after which ``engine.weights_version`` moves on.
 
     engine, optimizer = make_trainer("/path/to/model", config)
     for _ in range(steps):
         metrics = await rl_step(engine, tasks, config, backend=backend, optimizer=optimizer)
 
-Limits: one forward over the whole batch (no micro-batching), no reference model / KL, no
-checkpointing; the multi-GPU trainer (FSDP) lives elsewhere. The current log-probs are taken at
-the engine's temperature, but ``generate``'s other warpers (e.g. a model's default top-k/top-p)
-also shape the rollout log-probs: that mismatch is what the IcePop mask reports and filters.
+:mod:`reference_trainer.train` wraps this in the full loop (metrics, checkpoints, resume, export).
+Limits: one forward over the whole batch (no micro-batching); no reference-model KL penalty (the
+``kl_rollout`` metric is the rollout/trainer mismatch); the multi-GPU path (FSDP2) is in
+:mod:`reference_trainer.parallelize`. Sampling constraints that forbid tokens (a generation
+config's ``suppress_tokens``) are not part of the trainer's log-probs: the IcePop mask reports
+and filters such mismatch.
 """
 
 from __future__ import annotations
@@ -254,10 +257,12 @@ async def rl_step(
     batch = collate(samples, pad_id)
     known_BT = known_logprobs(samples, batch["input_ids"].shape[1])
     started = time.perf_counter()
-    metrics = update(
-        engine.model, batch, config, optimizer, known_BT=known_BT, temperature=engine.temperature
-    )
+    with engine.lock:  # a served engine (reference_trainer.engine.server) samples between steps only
+        metrics = update(
+            engine.model, batch, config, optimizer, known_BT=known_BT, temperature=engine.temperature
+        )
     update_s = time.perf_counter() - started
+    metrics["weights_version"] = float(engine.update_weights())  # in place already: the version moves on
     trained_tokens = float(batch["attention_mask"].sum()) if batch["input_ids"].numel() else 0.0
 
     valid = [r.reward for r in results if r.reward_valid and r.reward is not None]

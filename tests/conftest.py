@@ -14,8 +14,8 @@ import uuid
 
 import pytest
 
-from kwaigym.sandbox import PodmanBackend, SandboxSpec
-from kwaigym.sandbox.service import PodmanService
+# kwaigym.sandbox is imported where it is used: the trainer's tests also run on GPU machines that
+# have torch but neither podman nor its Python client.
 
 RUN_PREFIX = os.environ.setdefault("KWAIGYM_TEST_RUN", f"t{uuid.uuid4().hex[:6]}")
 
@@ -29,6 +29,8 @@ def _leftovers() -> list:
     from kwaigym.sandbox.reaper import list_sandboxes
 
     async def find():
+        from kwaigym.sandbox.service import PodmanService
+
         async with PodmanService() as service:
             boxes = [b for b in await list_sandboxes(service) if b.episode_id.startswith(RUN_PREFIX)]
             from kwaigym.sandbox.podman import remove_container
@@ -56,6 +58,8 @@ def service():
     """One private podman service for this test process."""
     if shutil.which("podman") is None:
         pytest.skip("podman is not installed: run `make test`, which sets the host up")
+    from kwaigym.sandbox.service import PodmanService
+
     svc = PodmanService().start_sync()
     yield svc
     svc.close()
@@ -72,6 +76,8 @@ def base_image(service) -> str:
 @pytest.fixture
 async def backend(service):
     """A backend on the shared service; closing it removes whatever the test left open."""
+    from kwaigym.sandbox import PodmanBackend
+
     be = PodmanBackend(service, reap=False)
     yield be
     await be.close()
@@ -80,6 +86,8 @@ async def backend(service):
 @pytest.fixture
 def spec(base_image):
     """A factory of sandbox specs on the base image with this run's episode ids."""
+
+    from kwaigym.sandbox import SandboxSpec
 
     def make(**kwargs) -> SandboxSpec:
         kwargs.setdefault("image", base_image)

@@ -4,8 +4,18 @@ It is the engine for CPU runs and tests (SGLang serves real training). Each requ
 rendered with the model's own chat template (tools included), sampled with ``generate``, and
 answered with the completion's token ids and log-probabilities, so trajectories carry what a
 trainer needs. Tool calls are read in the Hermes format most open models are trained on:
-``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``. One model serves every episode of
-a process; calls take turns on it (a lock), off the event loop (a thread).
+``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
+
+One model serves every episode of a process. Calls that arrive within ``batch_window_s`` of
+each other are sampled together, in one left-padded ``generate`` over the KV cache (a small
+dynamic batcher on a worker thread); each row keeps its own temperature, top-p, token limit
+and stop strings. Log-probabilities are always those of the policy's own distribution (raw
+logits / temperature, temperature 1 for greedy rows): top-p only changes which token is drawn.
+
+Weights: the trainer may own the model (``LocalEngine.from_model``) and step it in place, or
+send new tensors with ``update_weights``; both bump ``weights_version``. Limits: rows share one
+random stream (a request's ``seed`` is not honoured), and a row's stop strings are checked on
+its decoded text after every token.
 
     kwaigym eval --policy local:/path/to/model --scaffold mini
 
@@ -18,9 +28,15 @@ import asyncio
 import json
 import re
 import threading
+import time
 import uuid
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from functools import cache
 from pathlib import Path
+from typing import Any, Literal
+
+import attrs
 
 from kwaigym.chat.types import ChatRequest, Completion, TokenLogprob, ToolCall, Usage
 from kwaigym.errors import ConfigError
@@ -47,65 +63,411 @@ def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
     return text.strip(), calls
 
 
+def _within(low: float, high: float = float("inf"), *, open_low: bool = False):
+    """An attrs validator raising ``ConfigError`` (a bad request, answered with 400 by the server)."""
+
+    def check(instance, attribute, value):
+        if isinstance(value, bool) or not (low < value <= high if open_low else low <= value <= high):
+            interval = f"{'(' if open_low else '['}{low}, {high}{']' if high != float('inf') else ')'}"
+            raise ConfigError(f"sampling: {attribute.name} must be in {interval}, got {value!r}")
+
+    return check
+
+
+@attrs.frozen(kw_only=True)
+class SampleParams:
+    """How to sample one prompt."""
+
+    temperature: float = attrs.field(default=1.0, validator=_within(0.0))
+    """0 is greedy (its log-probabilities are then at temperature 1)."""
+    top_p: float = attrs.field(default=1.0, validator=_within(0.0, 1.0, open_low=True))
+    """Nucleus sampling: draw among the smallest set of tokens holding this much probability."""
+    max_new_tokens: int = attrs.field(default=512, validator=_within(1))
+    """The row is cut at this many tokens (the batch runs to its longest limit)."""
+    stop: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """The completion ends at the first of these strings (kept in the tokens, cut from ``text``)."""
+    top_logprobs: int = attrs.field(default=0, validator=_within(0, 20))
+    """How many most likely alternatives to report per token."""
+
+
+@attrs.frozen(kw_only=True)
+class Sample:
+    """One sampled completion of a token prompt."""
+
+    prompt_ids: tuple[int, ...]
+    token_ids: tuple[int, ...]
+    """What was drawn: an end-of-sequence token and the token that completed a stop string are kept."""
+    logprobs: tuple[float, ...]
+    """log p(token) under the policy: log_softmax(raw logits / temperature), one per token."""
+    finish_reason: Literal["stop", "length"]
+    text: str
+    """The decoded completion without special tokens, cut before the stop string if one matched."""
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
+    """Per token, the ``top_logprobs`` most likely (token id, log-probability), when asked."""
+    weights_version: int = 0
+    """``LocalEngine.weights_version`` when it was sampled."""
+
+
+class _Rows:
+    """Per-row sampling, as a logits processor and a stopping criterion of one ``generate`` call.
+
+    The processor applies each row's temperature, top-p, or greedy choice to the step's scores (the
+    raw logits, less any token the model's generation config forbids); the criterion stops rows at
+    their own limit or stop string. Log-probabilities are computed afterwards from the raw logits.
+    """
+
+    def __init__(self, tokenizer, params: Sequence[SampleParams], prompt_width: int, device):
+        import torch
+
+        self.torch, self.tokenizer, self.params, self.width = torch, tokenizer, params, prompt_width
+        temps = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device)
+        self.greedy = temps == 0
+        self.temps = torch.where(self.greedy, torch.ones_like(temps), temps)[:, None]
+        self.top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device)[:, None]
+
+    def __call__(self, input_ids, scores):
+        torch = self.torch
+        scores = scores.float() / self.temps
+        if (self.top_p < 1).any():
+            sorted_scores, order = scores.sort(-1, descending=True)
+            probs = sorted_scores.softmax(-1)
+            drop = (probs.cumsum(-1) - probs) > self.top_p  # the mass before a token already suffices
+            scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        if self.greedy.any():
+            best = scores.argmax(-1, keepdim=True)
+            onehot = torch.full_like(scores, float("-inf")).scatter(-1, best, 0.0)
+            scores = torch.where(self.greedy[:, None], onehot, scores)
+        return scores
+
+    def done(self, input_ids, scores, **kwargs):
+        steps = input_ids.shape[1] - self.width
+        stopped = [steps >= p.max_new_tokens for p in self.params]
+        for row, p in enumerate(self.params):
+            if p.stop and not stopped[row]:
+                text = self.tokenizer.decode(input_ids[row, self.width :], skip_special_tokens=True)
+                stopped[row] = any(s in text for s in p.stop)
+        return self.torch.tensor(stopped, device=input_ids.device)
+
+    def logprobs(self, logits, drawn):
+        """Per row and step: log p(drawn token) under log_softmax(raw logits / temperature); the top ones."""
+        top_k = max(p.top_logprobs for p in self.params)
+        chosen, tops = [], []
+        for t, step in enumerate(logits):  # one step at a time: a (B, vocab) temporary, not (B, T, vocab)
+            logp = self.torch.log_softmax(step.float() / self.temps, -1)
+            chosen.append(logp.gather(-1, drawn[:, t : t + 1])[:, 0])
+            if top_k:
+                tops.append(logp.topk(top_k, -1))
+        logp = self.torch.stack(chosen, 1).tolist() if chosen else [[] for _ in self.params]
+        tops = [(v.tolist(), i.tolist()) for v, i in tops]
+        return logp, [[(v[r], i[r]) for v, i in tops] for r in range(len(self.params))]
+
+
+# ``generate``'s knobs that reshape the distribution, switched off: the draw follows the policy (a model's
+# generation_config.json may say top_k=20, repetition_penalty=1.05). Its hard constraints stay
+# (suppress_tokens, bad_words_ids, min_new_tokens...): they forbid tokens, never change reported log-probs.
+_NEUTRAL: dict[str, Any] = dict(
+    do_sample=True,
+    num_beams=1,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=None,
+    typical_p=1.0,
+    top_h=None,
+    epsilon_cutoff=0.0,
+    eta_cutoff=0.0,
+    repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
+    sequence_bias=None,
+    guidance_scale=None,
+    exponential_decay_length_penalty=None,
+    renormalize_logits=False,
+    watermarking_config=None,
+    return_dict_in_generate=True,
+    output_logits=True,
+    output_scores=False,
+)
+
+
+class _Batcher:
+    """Groups calls that arrive within ``window_s`` of the oldest waiting one into one batch.
+
+    A worker thread runs while there is work and ends when the queue is empty, so an idle engine
+    holds no thread.
+    """
+
+    def __init__(self, run, window_s: float, max_size: int):
+        self.run, self.window_s, self.max_size = run, window_s, max_size
+        self._cond = threading.Condition()
+        self._queue: list[tuple[float, list[int], SampleParams, Future]] = []
+        self._worker: threading.Thread | None = None
+
+    def submit(self, prompt: list[int], params: SampleParams) -> Future:
+        future: Future = Future()
+        with self._cond:
+            self._queue.append((time.monotonic(), prompt, params, future))
+            self._cond.notify()
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._loop, name="local-engine-batcher", daemon=True)
+                self._worker.start()
+        return future
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._queue:
+                    self._worker = None
+                    return
+                deadline = self._queue[0][0] + self.window_s
+                while len(self._queue) < self.max_size and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                batch, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
+            batch = [item for item in batch if item[3].set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            try:
+                samples = self.run([item[1] for item in batch], [item[2] for item in batch])
+            except BaseException as exc:  # every waiter hears of it; nothing hangs
+                for item in batch:
+                    item[3].set_exception(exc)
+            else:
+                for item, sample in zip(batch, samples, strict=True):
+                    item[3].set_result(sample)
+
+
 class LocalEngine:
-    """A causal LM and its tokenizer, loaded once from ``path``."""
+    """A causal LM and its tokenizer: loaded once from ``path``, or shared with a trainer (``from_model``).
+
+    Args:
+        path: a Hugging Face model directory (or give ``model`` and ``tokenizer``, already loaded).
+        name: the model's name in answers (default: the directory's name).
+        max_new_tokens: the most tokens of any completion (a request's ``max_tokens`` is capped by it).
+        temperature, top_p: the policy's sampling; with ``request_sampling`` a request's own values win.
+        seed: seeds the engine's random stream (the global torch RNG is left as it was).
+        batch_window_s: how long the first waiting call waits for others to join its batch.
+        max_batch_size: the most prompts in one ``generate``.
+    """
 
     def __init__(
-        self, path: str | Path, *, max_new_tokens: int = 512, temperature: float = 1.0, seed: int = 0
+        self,
+        path: str | Path | None = None,
+        *,
+        model=None,
+        tokenizer=None,
+        name: str | None = None,
+        max_new_tokens: int = 512,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        request_sampling: bool = False,
+        batch_window_s: float = 0.005,
+        max_batch_size: int = 8,
     ):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if not Path(path, "config.json").is_file():
-            raise ConfigError(f"local policy: {path} is not a model directory (no config.json)")
-        self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
-        self.max_new_tokens, self.temperature = max_new_tokens, temperature
+        if model is None or tokenizer is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            if path is None or not Path(path, "config.json").is_file():
+                raise ConfigError(f"local policy: {path} is not a model directory (no config.json)")
+            model = AutoModelForCausalLM.from_pretrained(path).eval()
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model, self.tokenizer = model, tokenizer
+        self.name = (
+            name or (Path(path).name if path else getattr(model.config, "_name_or_path", "")) or "local"
+        )
+        self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.request_sampling = request_sampling
+        """Honour a request's temperature and top_p (an OpenAI server's habit); off, RL's choice."""
         self.generator = torch.Generator().manual_seed(seed)
         self.lock = threading.Lock()
+        """Held while the model samples or its weights change."""
+        self.weights_version = 0
+        self.batcher = _Batcher(self.sample, batch_window_s, max_batch_size)
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
+        self.eos_ids = sorted(
+            eos | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+        )
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    def complete(self, request: ChatRequest) -> Completion:
-        """Sample one answer to ``request`` (blocking)."""
+    @classmethod
+    def from_model(cls, model, tokenizer, **options: Any) -> LocalEngine:
+        """An engine on a model that is already loaded (the trainer's: its in-place steps are seen here)."""
+        return cls(model=model, tokenizer=tokenizer, **options)
+
+    # --- tokens in, tokens out -------------------------------------------------------------------
+
+    def sample(
+        self, prompts: Sequence[Sequence[int]], params: SampleParams | Sequence[SampleParams] = SampleParams()
+    ) -> list[Sample]:
+        """Sample all prompts in one left-padded ``generate`` (blocking); ``params``: shared or per prompt."""
+        import torch
+
+        rows = [params] * len(prompts) if isinstance(params, SampleParams) else list(params)
+        if len(rows) != len(prompts):
+            raise ConfigError(f"sample: {len(prompts)} prompts but {len(rows)} sampling params")
+        if not prompts:
+            return []
+        if not all(prompts):
+            raise ConfigError("sample: every prompt needs at least one token")
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for i, prompt in enumerate(prompts):
+            ids[i, width - len(prompt) :], mask[i, width - len(prompt) :] = torch.tensor(list(prompt)), 1
+        recorder = _Rows(self.tokenizer, rows, width, device)
+        with (
+            self.lock,
+            torch.no_grad(),
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        ):
+            torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=self.generator)))
+            version = self.weights_version
+            out = self.model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                logits_processor=[recorder],
+                stopping_criteria=[recorder.done],
+                max_new_tokens=max(p.max_new_tokens for p in rows),
+                pad_token_id=self.pad_id,
+                eos_token_id=self.eos_ids or None,
+                **_NEUTRAL,
+            )
+        drawn = out.sequences[:, width:]
+        logp, tops = recorder.logprobs(out.logits, drawn)
+        drawn = drawn.tolist()
+        return [
+            self._finish(list(prompt), drawn[r], logp[r], tops[r], p, version)
+            for r, (prompt, p) in enumerate(zip(prompts, rows, strict=True))
+        ]
+
+    def _finish(self, prompt, drawn, logp, tops, p: SampleParams, version: int) -> Sample:
+        """One row of the batch, cut at its own end: limit, end-of-sequence token, or stop string."""
+        cut, reason = min(p.max_new_tokens, len(drawn)), "length"
+        end = next((i + 1 for i, t in enumerate(drawn[:cut]) if t in self.eos_ids), None)
+        if end is not None:
+            cut, reason = end, "stop"
+        decode = self.tokenizer.decode
+        text = decode(drawn[:cut], skip_special_tokens=True)
+        if p.stop and any(s in text for s in p.stop):
+            cut = next(
+                k
+                for k in range(1, cut + 1)
+                if any(s in decode(drawn[:k], skip_special_tokens=True) for s in p.stop)
+            )
+            text, reason = decode(drawn[:cut], skip_special_tokens=True), "stop"
+            text = text[: min(text.find(s) for s in p.stop if s in text)]
+        return Sample(
+            prompt_ids=tuple(prompt),
+            token_ids=tuple(drawn[:cut]),
+            logprobs=tuple(logp[:cut]),
+            finish_reason=reason,
+            text=text,
+            weights_version=version,
+            top_logprobs=tuple(
+                tuple(zip(ids[: p.top_logprobs], vals[: p.top_logprobs], strict=True))
+                for vals, ids in tops[:cut]
+            )
+            if p.top_logprobs
+            else (),
+        )
+
+    def submit(self, prompt: Sequence[int], params: SampleParams) -> Future:
+        """Queue one prompt for the batcher: a future of its ``Sample``."""
+        return self.batcher.submit(list(prompt), params)
+
+    # --- chat requests ---------------------------------------------------------------------------
+
+    def render(self, request: ChatRequest) -> list[int]:
+        """The prompt's token ids: the conversation and tools through the model's chat template."""
         messages = [m for group in chat_messages(request.messages, request) for m in group]
         tools = chat_tools(request) or None
-        prompt = self.tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
-                                                    tokenize=True, return_dict=False)  # fmt: skip
-        prompt = list(prompt["input_ids"] if isinstance(prompt, dict) else prompt)
-        limit = request.params.max_tokens or self.max_new_tokens
-        with self.lock, self.torch.no_grad():
-            self.torch.manual_seed(int(self.torch.randint(0, 2**31, (1,), generator=self.generator)))
-            out = self.model.generate(
-                self.torch.tensor([prompt]), max_new_tokens=min(limit, self.max_new_tokens), do_sample=True,
-                temperature=self.temperature, output_logits=True, return_dict_in_generate=True,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-            )  # fmt: skip
-        ids = out.sequences[0, len(prompt) :].tolist()
-        # The policy's own distribution (raw logits at the sampling temperature), not generate's processed
-        # scores: suppressed tokens or top-k would make rollout and trainer log-probs disagree.
+        prompt = self.tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(prompt["input_ids"] if isinstance(prompt, Mapping) else prompt)
+
+    def params_for(self, request: ChatRequest) -> SampleParams:
+        """A request's sampling: its token limit (capped), stop strings, and temperature/top-p if honoured."""
+        p = request.params
+        own = self.request_sampling
+        return SampleParams(
+            temperature=p.temperature if own and p.temperature is not None else self.temperature,
+            top_p=p.top_p if own and p.top_p is not None else self.top_p,
+            max_new_tokens=min(p.max_tokens or self.max_new_tokens, self.max_new_tokens),
+            stop=tuple(p.stop),
+            top_logprobs=p.top_logprobs or 0,
+        )
+
+    def to_completion(self, sample: Sample) -> Completion:
+        """A ``Completion`` of a sample: Hermes tool calls read out of its text, tokens and logprobs kept."""
+        text, calls = parse_tool_calls(sample.text)
+        token = self.tokenizer.decode
         logprobs = [
-            TokenLogprob(token=self.tokenizer.decode([t]), token_id=t,
-                         logprob=float(self.torch.log_softmax(logits[0].float() / self.temperature, -1)[t]))
-            for t, logits in zip(ids, out.logits, strict=False)
-        ]  # fmt: skip
-        eos = self.tokenizer.eos_token_id
-        finished = bool(ids) and ids[-1] == eos
-        text, calls = parse_tool_calls(self.tokenizer.decode(ids, skip_special_tokens=True))
+            TokenLogprob(
+                token=token([t]),
+                token_id=t,
+                logprob=lp,
+                top=tuple((token([a]), v) for a, v in sample.top_logprobs[i]) if sample.top_logprobs else (),
+            )
+            for i, (t, lp) in enumerate(zip(sample.token_ids, sample.logprobs, strict=True))
+        ]
         return Completion(
-            text=text, tool_calls=calls, finish_reason="stop" if finished or calls else "length",
-            usage=Usage(input_tokens=len(prompt), output_tokens=len(ids)),
-            prompt_token_ids=prompt, token_ids=ids, logprobs=logprobs,
-        )  # fmt: skip
+            text=text,
+            tool_calls=calls,
+            finish_reason="stop" if sample.finish_reason == "stop" or calls else "length",
+            usage=Usage(input_tokens=len(sample.prompt_ids), output_tokens=len(sample.token_ids)),
+            prompt_token_ids=list(sample.prompt_ids),
+            token_ids=list(sample.token_ids),
+            logprobs=logprobs,
+        )
+
+    def complete(self, request: ChatRequest) -> Completion:
+        """Sample one answer to ``request`` (blocking; batched with concurrent calls)."""
+        return self.to_completion(self.submit(self.render(request), self.params_for(request)).result())
+
+    async def acomplete(self, request: ChatRequest) -> Completion:
+        """``complete`` for a coroutine: waits on the batcher without holding a thread."""
+        prompt = await asyncio.to_thread(self.render, request)
+        sample = await asyncio.wrap_future(self.submit(prompt, self.params_for(request)))
+        return self.to_completion(sample)
+
+    # --- weights ---------------------------------------------------------------------------------
+
+    def update_weights(self, state_dict: Mapping[str, Any] | None = None) -> int:
+        """Copy new tensors into the model in place, between batches; returns the new ``weights_version``.
+
+        With no ``state_dict`` the weights were already changed in place (a trainer's optimizer step
+        on the shared model, best taken under ``engine.lock``): only the version moves on.
+        """
+        import torch
+
+        with self.lock, torch.no_grad():
+            if state_dict is not None:
+                own = self.model.state_dict()
+                if unknown := sorted(set(state_dict) - set(own)):
+                    raise ConfigError(f"update_weights: the model has no {', '.join(unknown[:5])}")
+                if wrong := [n for n, t in state_dict.items() if tuple(t.shape) != tuple(own[n].shape)]:
+                    raise ConfigError(
+                        f"update_weights: {wrong[0]} has shape {tuple(state_dict[wrong[0]].shape)}, "
+                        f"expected {tuple(own[wrong[0]].shape)}"
+                    )
+                for name, tensor in state_dict.items():
+                    own[name].copy_(tensor)
+            self.weights_version += 1
+            return self.weights_version
 
 
 class LocalResponder:
-    """Answers every call with the local engine (in a thread, so the proxy keeps serving)."""
+    """Answers every call with the local engine (through its batcher, so the proxy keeps serving)."""
 
     def __init__(self, engine: LocalEngine):
         self.engine = engine
 
     async def respond(self, request: ChatRequest, ctx: CallContext) -> Completion:
-        return await asyncio.to_thread(self.engine.complete, request)
+        return await self.engine.acomplete(request)
 
 
 @cache
