@@ -48,6 +48,23 @@ POLICY_GROUP = "kwaigym.policies"
 ANTHROPIC_URL = "https://api.anthropic.com"
 
 
+@attrs.define
+class UpstreamPolicies:
+    """A policy factory whose episodes all call one upstream model server.
+
+    :func:`rollout` calls ``aclose`` at the end of a run: the pooled connections belong to that
+    run's event loop (a later run opens new ones).
+    """
+
+    upstream: UpstreamResponder
+
+    def __call__(self, task: Task, scaffold) -> policies.Policy:
+        return policies.Policy(self.upstream)
+
+    async def aclose(self) -> None:
+        await self.upstream.aclose()
+
+
 def policy_factory(spec: str | PolicyFactory) -> PolicyFactory:
     """A policy factory from its name (see the module docstring)."""
     if callable(spec):
@@ -56,8 +73,9 @@ def policy_factory(spec: str | PolicyFactory) -> PolicyFactory:
         return getattr(policies, spec)
     if spec.startswith("openai:"):
         url = spec.removeprefix("openai:")
-        upstream = UpstreamResponder(url, format="openai-chat", api_key=os.environ.get("OPENAI_API_KEY"))
-        return lambda task, scaffold: policies.Policy(upstream)
+        return UpstreamPolicies(
+            UpstreamResponder(url, format="openai-chat", api_key=os.environ.get("OPENAI_API_KEY"))
+        )
     if spec.startswith("replay:"):
         from kwaigym.replay import ReplayResponder, find_episode
 
@@ -71,8 +89,7 @@ def policy_factory(spec: str | PolicyFactory) -> PolicyFactory:
         key = os.environ.get("ANTHROPIC_API_KEY")
         if not key:
             raise ConfigError("policy 'anthropic' needs ANTHROPIC_API_KEY in the environment")
-        upstream = UpstreamResponder(ANTHROPIC_URL, format="anthropic", api_key=key)
-        return lambda task, scaffold: policies.Policy(upstream)
+        return UpstreamPolicies(UpstreamResponder(ANTHROPIC_URL, format="anthropic", api_key=key))
     name, _, argument = spec.partition(":")
     for entry in entry_points(group=POLICY_GROUP):
         if entry.name == name:  # e.g. the reference trainer's `local:PATH` (a model on this machine)
@@ -153,17 +170,21 @@ async def rollout(
         if on_result:
             on_result(result)
 
-    async with _backend(backend) as be, InterceptionProxy() as proxy:
-        images = ImageStore(be.service)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[tally]}"), TimeElapsedColumn(),
-                      disable=not show_progress, transient=False) as progress:  # fmt: skip
-            bar = progress.add_task("episodes", total=len(todo), tally="")
+    try:
+        async with _backend(backend) as be, InterceptionProxy() as proxy:
+            images = ImageStore(be.service)
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[tally]}"), TimeElapsedColumn(),
+                          disable=not show_progress, transient=False) as progress:  # fmt: skip
+                bar = progress.add_task("episodes", total=len(todo), tally="")
 
-            def advance():
-                progress.update(bar, advance=1, tally=tally.line())
+                def advance():
+                    progress.update(bar, advance=1, tally=tally.line())
 
-            await asyncio.gather(*(one(t, n, k, proxy, be, images, advance) for t, n, k in todo))
+                await asyncio.gather(*(one(t, n, k, proxy, be, images, advance) for t, n, k in todo))
+    finally:
+        if (close := getattr(make_policy, "aclose", None)) is not None:
+            await close()
     return results
 
 

@@ -217,3 +217,20 @@ async def test_serve_runs_in_the_current_loop(engine):
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"{server.url}/health")
+
+
+@pytest.mark.podman
+async def test_a_real_episode_through_the_served_engine(engine, backend):
+    """mini in a sandbox, its calls answered through the proxy by the served engine (``openai:URL``):
+    the recorded calls carry the engine's token ids and log-probs."""
+    from kwaigym.datasets import load_dataset
+    from kwaigym.rollout import policy_factory, rollout
+
+    task = load_dataset("examples").get("swe-semver")
+    async with serve(engine) as server:
+        (result,) = await rollout([task], ["mini"], policy_factory(f"openai:{server.url}/v1"),
+                                  backend=backend, show_progress=False)  # fmt: skip
+    assert result.status in ("ok", "agent_error") and result.reward_valid and result.reward == 0.0
+    first = result.calls[0].completion
+    assert first.prompt_token_ids and first.token_ids
+    assert [lp.token_id for lp in first.logprobs] == list(first.token_ids)

@@ -21,7 +21,21 @@ if not (dist.is_available() and dist.is_gloo_available()):
 WORLD = 2
 LENGTHS = [9, 5, 12, 7]  # tokens per sequence before right padding; uneven across ranks on purpose
 ADV = [1.0, -0.5, 2.0, -1.5]
-OPTIONS = {"plain": {}, "checkpointed": {"activation_checkpointing": True, "reshard_after_forward": False}}
+# variant: (model, shard_model options); the MoE is the tiny-moe preset (Qwen3-MoE, 4 experts, top-2)
+OPTIONS = {
+    "plain": ("dense", {}),
+    "checkpointed": ("dense", {"activation_checkpointing": True, "reshard_after_forward": False}),
+    "moe": ("moe", {}),
+}
+
+
+def build(kind: str):
+    """The variant's model, seeded: the 2-layer Llama, or the tiny-moe preset with vocabulary 128."""
+    if kind == "moe":
+        from reference_trainer.model import load_model
+
+        return load_model("tiny-moe", vocab_size=128, seed=0).train()
+    return tiny_llama()
 
 
 def tiny_llama():
@@ -58,7 +72,7 @@ def loss_on(model, rows, num_tokens=None):
     return grpo_loss(logp, old, adv, mask, num_tokens=num_tokens)
 
 
-def _worker(rank, port, state_path, out_dir):
+def _worker(rank, port, out_dir):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")  # fmt: skip
     torch.set_num_threads(1)
@@ -66,9 +80,9 @@ def _worker(rank, port, state_path, out_dir):
 
     mesh = init_distributed("cpu")
     try:
-        for key, options in OPTIONS.items():  # one spawn for all variants: starting a worker costs ~10 s
-            model = tiny_llama()
-            model.load_state_dict(torch.load(state_path))
+        for key, (kind, options) in OPTIONS.items():  # one spawn for all: starting a worker costs ~10 s
+            model = build(kind)
+            model.load_state_dict(torch.load(out_dir / f"{kind}.state.pt"))
             shard_model(model, mesh=mesh, **options)
             rows = slice(2 * rank, 2 * rank + 2)
             with torch.no_grad():
@@ -95,25 +109,30 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The 1-process model with its gradients, and each variant's 2-rank results."""
+    """Per model kind, the 1-process model with its loss and gradients; each variant's 2-rank results."""
     import torch.multiprocessing as mp
 
     tmp = tmp_path_factory.mktemp("fsdp")
-    model = tiny_llama()
-    torch.save(model.state_dict(), tmp / "state.pt")
-    loss, metrics = loss_on(model, slice(0, 4))
-    loss.backward()
-    mp.spawn(_worker, args=(free_port(), tmp / "state.pt", tmp), nprocs=WORLD)
-    return model, loss.detach(), metrics, {key: torch.load(tmp / f"{key}.pt") for key in OPTIONS}
+    single = {}
+    for kind in {kind for kind, _ in OPTIONS.values()}:
+        model = build(kind)
+        torch.save(model.state_dict(), tmp / f"{kind}.state.pt")
+        loss, metrics = loss_on(model, slice(0, 4))
+        loss.backward()
+        single[kind] = (model, loss.detach(), metrics)
+    mp.spawn(_worker, args=(free_port(), tmp), nprocs=WORLD)
+    return single, {key: torch.load(tmp / f"{key}.pt") for key in OPTIONS}
 
 
 @pytest.mark.parametrize("key", list(OPTIONS))
 def test_two_ranks_match_one(runs, key):
     """Loss summed over 2 FSDP ranks and the gathered gradients equal the 1-process ones to 1e-5."""
-    model, loss, metrics, results = runs
+    single, results = runs
+    kind, options = OPTIONS[key]
+    model, loss, metrics = single[kind]
     out = results[key]
     assert out["tokens"] == metrics["tokens"] == sum(n - 2 for n in LENGTHS)
-    assert out["checkpointed"] == OPTIONS[key].get("activation_checkpointing", False)
+    assert out["checkpointed"] == options.get("activation_checkpointing", False)
     torch.testing.assert_close(out["loss"], loss, rtol=0, atol=1e-5)
     for name, p in model.named_parameters():
         torch.testing.assert_close(out["grads"][name], p.grad, rtol=0, atol=1e-5, msg=name)
