@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from kwaigym.errors import ConfigError
-from reference_trainer.losses import grpo_loss, icepop_mask, turn_gspo_loss
+from reference_trainer.losses import grpo_loss, icepop_mask, mcla_logprobs, turn_gspo_loss
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +74,11 @@ class RLConfig:
     eps_high: float | None = None
     icepop_low: float = 0.5
     icepop_high: float = 5.0
+    mcla_k: int = attrs.field(default=1, validator=_positive)
+    """Prefills averaged for the trainer's old log-probs (MCLA, report eq. 11) that IcePop compares
+    with the rollout's; 1 = the training forward's own. Worth more than 1 only when the forward is
+    stochastic (MoE routing noise, non-deterministic kernels): see
+    :func:`~reference_trainer.losses.mcla_logprobs`."""
     max_new_tokens: int = attrs.field(default=512, validator=_positive)
     """Per model call (the engine's limit is set to it for the rollout)."""
     seed: int = 0
@@ -179,6 +184,14 @@ def update(
     try:
         logp_BT = token_logprobs(model, input_ids_BT, batch["attention_mask"], temperature=temperature)
         current_BT = logp_BT.detach()
+        if config.mcla_k > 1:
+            with torch.no_grad():
+                current_BT = mcla_logprobs(
+                    lambda: token_logprobs(
+                        model, input_ids_BT, batch["attention_mask"], temperature=temperature
+                    ),
+                    config.mcla_k,
+                )
         old_BT = torch.where(known_BT, rollout_BT, current_BT)
         icepop_BT, _ = icepop_mask(current_BT, old_BT, config.icepop_low, config.icepop_high, mask_BT=mask_BT)
         clip = {

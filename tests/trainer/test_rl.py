@@ -121,3 +121,25 @@ async def test_one_rl_step_on_bundled_tasks(tiny, backend):
         assert _changed(engine.model, before)
     else:  # every reward is 0: no advantage, no update (and no weight decay)
         assert metrics["grad_norm"] == 0.0 and not _changed(engine.model, before)
+
+
+def test_mcla_averages_k_extra_prefills_for_the_old_logprobs(tiny):
+    """``mcla_k=4``: four no-grad prefills give the old log-probs IcePop compares with the rollout's
+    (plus the training forward); with a deterministic model the step equals ``mcla_k=1``'s."""
+    results = []
+    for k in (1, 4):
+        config = RLConfig(loss="grpo", lr=1e-2, max_new_tokens=8, mcla_k=k)
+        engine, optimizer = make_trainer(tiny, config)
+        batch, known = _synthetic_batch(engine.model)
+        calls = []
+        record = calls.append
+        hook = engine.model.register_forward_hook(lambda *_, record=record: record(torch.is_grad_enabled()))
+        metrics = update(engine.model, batch, config, optimizer, known_BT=known)
+        hook.remove()
+        assert calls.count(False) == (k if k > 1 else 0) and calls.count(True) == 1
+        results.append((metrics, [p.detach().clone() for p in engine.model.parameters()]))
+    (m1, p1), (m4, p4) = results
+    assert m1["icepop_masked_frac"] == m4["icepop_masked_frac"] and abs(m1["loss"] - m4["loss"]) < 1e-6
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(p1, p4, strict=True))
+    with pytest.raises(ConfigError, match="mcla_k"):
+        RLConfig(mcla_k=0)
