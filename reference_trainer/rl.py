@@ -74,6 +74,10 @@ class RLConfig:
     eps_high: float | None = None
     icepop_low: float = 0.5
     icepop_high: float = 5.0
+    tree: bool = False
+    """Compute the batch's log-probs over its prefix tree (:mod:`reference_trainer.tree`): paths that
+    share a prefix (samples of one episode, one task's system prompt) compute it once; the loss and
+    its gradients are those of the linear rows."""
     mcla_k: int = attrs.field(default=1, validator=_positive)
     """Prefills averaged for the trainer's old log-probs (MCLA, report eq. 11) that IcePop compares
     with the rollout's; 1 = the training forward's own. Worth more than 1 only when the forward is
@@ -140,6 +144,28 @@ def token_logprobs(
     return head(out.logits[:, :-1], input_ids_BT[:, 1:], temperature)
 
 
+def tree_token_logprobs(
+    model, input_ids_BT, attention_mask_BT, *, temperature: float = 1.0, compiled: bool = False
+) -> torch.Tensor:
+    """:func:`token_logprobs` of right-padded rows, computed once over their prefix tree.
+
+    Rows that share a prefix (the samples of one episode, or a common system prompt) become one
+    DFS-flattened tree (:mod:`reference_trainer.tree`); each row's log-probs are read back from it,
+    so any loss on the result is the linear rows' loss, gradients included. Padding gets 0.
+    """
+    import torch
+
+    from reference_trainer.tree import FlatTree, gather_paths, tree_logprobs
+
+    B, T = input_ids_BT.shape
+    lengths = attention_mask_BT.sum(-1).tolist() if attention_mask_BT is not None else [T] * B
+    rows = [(ids[:n].tolist(), [0] * n, [None] * n) for ids, n in zip(input_ids_BT, lengths, strict=True)]
+    tree = FlatTree.from_sequences(rows)
+    per_token = tree_logprobs(model, tree, temperature=temperature, compiled=compiled)
+    logp_BT = gather_paths(tree, per_token)
+    return torch.nn.functional.pad(logp_BT, (0, T - 1 - logp_BT.shape[1]))
+
+
 def known_logprobs(samples: Sequence[Any], T: int) -> torch.Tensor:
     """``(B, T)`` bool: where a sample's rollout log-prob is known (not NaN, not padding)."""
     import torch
@@ -182,14 +208,13 @@ def update(
 
     model.train()
     try:
-        logp_BT = token_logprobs(model, input_ids_BT, batch["attention_mask"], temperature=temperature)
+        forward = tree_token_logprobs if config.tree else token_logprobs
+        logp_BT = forward(model, input_ids_BT, batch["attention_mask"], temperature=temperature)
         current_BT = logp_BT.detach()
         if config.mcla_k > 1:
             with torch.no_grad():
                 current_BT = mcla_logprobs(
-                    lambda: token_logprobs(
-                        model, input_ids_BT, batch["attention_mask"], temperature=temperature
-                    ),
+                    lambda: forward(model, input_ids_BT, batch["attention_mask"], temperature=temperature),
                     config.mcla_k,
                 )
         old_BT = torch.where(known_BT, rollout_BT, current_BT)

@@ -143,3 +143,27 @@ def test_mcla_averages_k_extra_prefills_for_the_old_logprobs(tiny):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(p1, p4, strict=True))
     with pytest.raises(ConfigError, match="mcla_k"):
         RLConfig(mcla_k=0)
+
+
+@pytest.mark.parametrize("loss", ["turn_gspo", "grpo"])
+def test_tree_update_equals_the_linear_update(tiny, loss):
+    """``tree=True`` computes the rows' shared prefix once; loss, metrics and the step are the same."""
+    from reference_trainer.rl import tree_token_logprobs
+
+    outcomes = []
+    for tree in (False, True):
+        config = RLConfig(loss=loss, lr=1e-2, max_new_tokens=8, eps_low=0.2, eps_high=0.28, tree=tree)
+        engine, _ = make_trainer(tiny, config)
+        optimizer = torch.optim.SGD(engine.model.parameters(), lr=1.0)  # the step is the gradient (Adam
+        batch, known = _synthetic_batch(engine.model)  # would blow up 1e-8 differences of tiny gradients)
+        metrics = update(engine.model, batch, config, optimizer, known_BT=known)
+        outcomes.append((metrics, [p.detach().clone() for p in engine.model.parameters()]))
+    (linear, p_lin), (tree, p_tree) = outcomes
+    assert abs(linear["loss"] - tree["loss"]) < 1e-6 and linear["clip_frac"] == tree["clip_frac"]
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(p_lin, p_tree, strict=True))
+    batch, _ = _synthetic_batch(engine.model)
+    valid = batch["attention_mask"][:, 1:].bool()
+    with torch.no_grad():
+        expected = token_logprobs(engine.model, batch["input_ids"], batch["attention_mask"])
+        got = tree_token_logprobs(engine.model, batch["input_ids"], batch["attention_mask"])
+    assert got.shape == expected.shape and torch.allclose(got[valid], expected[valid], atol=1e-5)
