@@ -38,6 +38,7 @@ tokens); one packed forest per forward (batch size 1).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -94,7 +95,9 @@ class FlatTree:
         if missing:
             raise ConfigError(f"FlatTree.from_row: the row has no {', '.join(missing)}: is it a tree row?")
         n = len(row["input_ids"])
+        logprobs = row.get("logprobs") or [None] * n
         lengths = {k: len(row[k]) for k in ("parent", "position_ids", "loss_mask", "subtree_end")}
+        lengths["logprobs"] = len(logprobs)
         if any(v != n for v in lengths.values()):
             raise ConfigError(
                 f"FlatTree.from_row: per-token lists differ in length from input_ids ({n}): {lengths}"
@@ -104,7 +107,7 @@ class FlatTree:
             raise ConfigError(
                 "FlatTree.from_row: every parent must come before its child (DFS order), or be -1"
             )
-        logprobs = row.get("logprobs") or [None] * n
+        _check_subtree_end(row["parent"], row["subtree_end"])
         paths = []
         for end in row["path_ends"]:
             if not -1 <= end < n:
@@ -137,6 +140,26 @@ class FlatTree:
             **{f.name: getattr(self, f.name).to(device) for f in attrs.fields(FlatTree) if f.name != "paths"},
             paths=tuple(p.to(device) for p in self.paths),
         )
+
+
+def _check_subtree_end(parent: Sequence[int], subtree_end: Sequence[int]) -> None:
+    """Token ``i``'s descendants (by ``parent``) must be exactly the tokens ``i + 1 .. subtree_end[i] - 1``
+    (DFS pre-order): the attention mask is built from ``subtree_end`` alone."""
+    n = len(parent)
+    last = list(range(n))  # the last descendant, or itself
+    size = [1] * n  # descendants and itself
+    for i in range(n - 1, 0, -1):  # children come after their parents: fold upward
+        p = parent[i]
+        if p >= 0:
+            last[p], size[p] = max(last[p], last[i]), size[p] + size[i]
+    for i, end in enumerate(subtree_end):
+        if not (end == last[i] + 1 == i + size[i]):
+            gaps = "" if last[i] + 1 == i + size[i] else " and are not contiguous"
+            raise ConfigError(
+                f"FlatTree.from_row: subtree_end[{i}] is {end}, but token {i}'s {size[i] - 1} descendants "
+                f"(by parent) end at {last[i] + 1}{gaps}: the tree must be in DFS pre-order with "
+                "subtree_end one past each subtree; re-export the row"
+            )
 
 
 def pack(trees: Sequence[FlatTree]) -> FlatTree:
@@ -221,8 +244,6 @@ def tree_logprobs(
     """
     import torch
 
-    from reference_trainer.rl import _compiled_picked_logprobs, picked_logprobs
-
     kind = choose_attention(model, attention)
     use_attention(model, kind)
     device = next(model.parameters()).device
@@ -232,10 +253,27 @@ def tree_logprobs(
     )
     out = model(input_ids=tree.input_ids[None], position_ids=tree.position_ids[None], attention_mask=mask,
                 use_cache=False)  # fmt: skip
+    # Per position one normaliser, then each token's own logit at its parent's position: no (N, V) copy
+    # of the logits gathered by parent (and no scatter of one in backward), unlike logits[parent].
+    logits = out.logits[0]
+    lse = (_compiled_logsumexp() if compiled else _logsumexp)(logits, temperature)
     source = tree.parent.clamp(min=0)
-    head = _compiled_picked_logprobs() if compiled else picked_logprobs
-    logp = head(out.logits[0, source], tree.input_ids, temperature)
+    logp = logits[source, tree.input_ids].float() / temperature - lse[source]
     return torch.where(tree.parent >= 0, logp, torch.zeros((), device=device, dtype=logp.dtype))
+
+
+def _logsumexp(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logsumexp(logits / temperature)`` over the vocabulary, in float32."""
+    import torch
+
+    return torch.logsumexp(logits.float() / temperature, dim=-1)
+
+
+@functools.cache
+def _compiled_logsumexp():
+    import torch
+
+    return torch.compile(_logsumexp, dynamic=True)  # one fused pass over the (N, V) logits
 
 
 def gather_paths(tree: FlatTree, values: torch.Tensor, *, fill: float = 0.0) -> torch.Tensor:

@@ -112,3 +112,30 @@ def test_engine_samples_on_the_gpu_with_the_policys_logprobs(tmp_path):
         with torch.no_grad():
             expected = token_logprobs(model, ids, mask, temperature=0.8)[0, len(prompt) - 1 :]
         assert torch.allclose(torch.tensor(sample.logprobs, device="cuda"), expected, atol=1e-3)
+
+
+def test_tree_flex_attention_matches_linear_paths():
+    """On the GPU the tree mask is a FlexAttention block mask; per-path log-probs and gradients equal
+    the linearised paths' (float32)."""
+    from reference_trainer.tree import FlatTree, gather_paths, tree_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    prefix = torch.randint(0, 500, (300,), generator=g).tolist()
+    paths = [prefix[:cut] + torch.randint(0, 500, (40 + 7 * b,), generator=g).tolist()
+             for b, cut in enumerate((300, 300, 120, 5))]  # fmt: skip
+    tree = FlatTree.from_sequences([(p, [1] * len(p), [None] * len(p)) for p in paths])
+    model = load_model("tiny-dense", device="cuda").train()
+    rows = gather_paths(tree, tree_logprobs(model, tree, attention="flex").to(torch.float32))
+    assert model.config._attn_implementation == "flex_attention"
+    rows.sum().backward()
+    tree_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_attn_implementation("sdpa")
+    total = 0.0
+    for i, path in enumerate(paths):
+        linear = token_logprobs(model, torch.tensor([path], device="cuda"), None)[0]
+        assert torch.allclose(rows[i, : len(path) - 1], linear, atol=1e-4, rtol=1e-4), i
+        total = total + linear.sum()
+    total.backward()
+    for name, p in model.named_parameters():
+        assert (tree_grads[name] - p.grad).norm() <= 1e-3 * p.grad.norm() + 1e-6, name
