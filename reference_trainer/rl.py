@@ -144,6 +144,12 @@ def token_logprobs(
     return head(out.logits[:, :-1], input_ids_BT[:, 1:], temperature)
 
 
+TREE_MIN_SHARING = 1.1
+"""Below this sharing ratio (path tokens / unique tokens) :func:`tree_token_logprobs` runs the rows as
+they are: on an H200 the tree's FlexAttention pass costs up to ~20 % more than the plain batch's
+flash attention when the rows share nothing (``benchmarks/tree.py``)."""
+
+
 def tree_token_logprobs(
     model, input_ids_BT, attention_mask_BT, *, temperature: float = 1.0, compiled: bool = False
 ) -> torch.Tensor:
@@ -151,7 +157,8 @@ def tree_token_logprobs(
 
     Rows that share a prefix (the samples of one episode, or a common system prompt) become one
     DFS-flattened tree (:mod:`reference_trainer.tree`); each row's log-probs are read back from it,
-    so any loss on the result is the linear rows' loss, gradients included. Padding gets 0.
+    so any loss on the result is the linear rows' loss, gradients included. Padding gets 0. Rows
+    that share less than :data:`TREE_MIN_SHARING` are run as a plain batch.
     """
     import torch
 
@@ -161,6 +168,10 @@ def tree_token_logprobs(
     lengths = attention_mask_BT.sum(-1).tolist() if attention_mask_BT is not None else [T] * B
     rows = [(ids[:n].tolist(), [0] * n, [None] * n) for ids, n in zip(input_ids_BT, lengths, strict=True)]
     tree = FlatTree.from_sequences(rows)
+    if tree.sharing_ratio < TREE_MIN_SHARING:  # nothing to save: the plain batch is the faster kernel
+        return token_logprobs(
+            model, input_ids_BT, attention_mask_BT, temperature=temperature, compiled=compiled
+        )
     per_token = tree_logprobs(model, tree, temperature=temperature, compiled=compiled)
     logp_BT = gather_paths(tree, per_token)
     return torch.nn.functional.pad(logp_BT, (0, T - 1 - logp_BT.shape[1]))

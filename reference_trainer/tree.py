@@ -108,14 +108,14 @@ class FlatTree:
                 "FlatTree.from_row: every parent must come before its child (DFS order), or be -1"
             )
         _check_subtree_end(row["parent"], row["subtree_end"])
-        paths = []
+        paths, parents = [], list(row["parent"])  # a Python list: indexing a tensor per token is slow
         for end in row["path_ends"]:
             if not -1 <= end < n:
                 raise ConfigError(f"FlatTree.from_row: path end {end} is outside the {n} tokens")
             chain = []
             while end != -1:
                 chain.append(end)
-                end = int(parent[end])
+                end = parents[end]
             paths.append(torch.tensor(chain[::-1], dtype=torch.long))
         return cls(
             input_ids=torch.tensor(row["input_ids"], dtype=torch.long),
