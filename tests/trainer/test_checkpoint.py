@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
+
+from tests.trainer.ranks import join, spawn
 
 torch = pytest.importorskip("torch", reason="the trainer extra (torch) is not installed")
 pytest.importorskip("transformers", reason="the trainer extra (transformers) is not installed")
@@ -190,12 +189,9 @@ def test_export_hf_refuses_foreign_directory(tmp_path):
 
 
 def _worker(rank, port, tmp):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")  # fmt: skip
-    torch.set_num_threads(1)
-    from reference_trainer.parallelize import init_distributed, shard_model
+    from reference_trainer.parallelize import shard_model
 
-    mesh = init_distributed("cpu")
+    mesh = join(rank, WORLD, port)
     try:
         model, opt = fresh(seed=1)
         shard_model(model, mesh=mesh)
@@ -211,12 +207,6 @@ def _worker(rank, port, tmp):
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
     """1 process trains 2 steps and saves; 2 ranks load it, step once on half the batch each, save and export.
@@ -225,7 +215,6 @@ def two_ranks(tmp_path_factory):
     """
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available")
-    import torch.multiprocessing as mp
 
     tmp = tmp_path_factory.mktemp("ckpt")
     model, opt = fresh()
@@ -233,7 +222,7 @@ def two_ranks(tmp_path_factory):
         train_step(model, opt)
     save_checkpoint(tmp / "one", model, opt, step=2)
     train_step(model, opt)  # the uninterrupted run
-    mp.spawn(_worker, args=(free_port(), tmp), nprocs=WORLD)
+    spawn(_worker, tmp, world=WORLD)
     return tmp, model, torch.load(tmp / "ranks.pt")
 
 

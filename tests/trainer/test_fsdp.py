@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import pytest
+
+from tests.trainer.ranks import join, spawn
 
 torch = pytest.importorskip("torch", reason="the trainer extra (torch) is not installed")
 pytest.importorskip("transformers", reason="the trainer extra (transformers) is not installed")
@@ -73,12 +72,7 @@ def loss_on(model, rows, num_tokens=None):
 
 
 def _worker(rank, port, out_dir):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")  # fmt: skip
-    torch.set_num_threads(1)
-    from reference_trainer.parallelize import init_distributed
-
-    mesh = init_distributed("cpu")
+    mesh = join(rank, WORLD, port)
     try:
         for key, (kind, options) in OPTIONS.items():  # one spawn for all: starting a worker costs ~10 s
             model = build(kind)
@@ -101,16 +95,9 @@ def _worker(rank, port, out_dir):
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Per model kind, the 1-process model with its loss and gradients; each variant's 2-rank results."""
-    import torch.multiprocessing as mp
 
     tmp = tmp_path_factory.mktemp("fsdp")
     single = {}
@@ -120,7 +107,7 @@ def runs(tmp_path_factory):
         loss, metrics = loss_on(model, slice(0, 4))
         loss.backward()
         single[kind] = (model, loss.detach(), metrics)
-    mp.spawn(_worker, args=(free_port(), tmp), nprocs=WORLD)
+    spawn(_worker, tmp, world=WORLD)
     return single, {key: torch.load(tmp / f"{key}.pt") for key in OPTIONS}
 
 

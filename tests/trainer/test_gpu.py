@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import copy
 import os
-import socket
 
 import pytest
+
+from tests.trainer.ranks import free_port
 
 torch = pytest.importorskip("torch", reason="the trainer extra (torch) is not installed")
 pytest.importorskip("transformers", reason="the trainer extra (transformers) is not installed")
@@ -26,9 +27,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def mesh():
-    with socket.socket() as s:  # a free loopback port for this process's one-rank group
-        s.bind(("127.0.0.1", 0))
-        os.environ.setdefault("MASTER_PORT", str(s.getsockname()[1]))
+    os.environ.setdefault("MASTER_PORT", str(free_port()))  # this process's one-rank group
     mesh = init_distributed("cuda")
     yield mesh
     torch.distributed.destroy_process_group()

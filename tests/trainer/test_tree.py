@@ -4,12 +4,12 @@ gradients of non-linear per-branch losses, on random trees shaped like agents' a
 from __future__ import annotations
 
 import functools
-import os
 import random
-import socket
 from typing import NamedTuple
 
 import pytest
+
+from tests.trainer.ranks import join, spawn
 
 torch = pytest.importorskip("torch", reason="the trainer extra (torch) is not installed")
 pytest.importorskip("transformers", reason="the trainer extra (transformers) is not installed")
@@ -405,14 +405,11 @@ def fsdp_loss(rows, b: Batch, num_tokens: int, num_turns: int, path=slice(None))
 
 
 def _worker(rank, port, out_dir, batches):
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")  # fmt: skip
-    torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from reference_trainer.parallelize import global_count, init_distributed, shard_model
+    from reference_trainer.parallelize import global_count, shard_model
 
-    mesh = init_distributed("cpu")
+    mesh = join(rank, WORLD, port)
     try:
         m = load_model("tiny-dense", vocab_size=VOCAB, seed=0)
         shard_model(m, mesh=mesh)
@@ -431,17 +428,10 @@ def _worker(rank, port, out_dir, batches):
         dist.destroy_process_group()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_fsdp_ranks_with_a_tree_each_equal_linearised_training(tmp_path):
     """Two gloo ranks, each with its own tree on a sharded model: summed gradients equal one
     process training every path of both trees linearly."""
     import torch.distributed as dist
-    import torch.multiprocessing as mp
 
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with the gloo backend is not available")
@@ -450,7 +440,7 @@ def test_two_fsdp_ranks_with_a_tree_each_equal_linearised_training(tmp_path):
     batches = [batch(t, tree_rows(m, t), seed=10 + r) for r, t in enumerate(trees)]
     num_tokens = sum(counts(b)[0] for b in batches)
     num_turns = sum(counts(b)[1] for b in batches)
-    mp.spawn(_worker, args=(free_port(), tmp_path, batches), nprocs=WORLD)
+    spawn(_worker, tmp_path, batches, world=WORLD)
     out = torch.load(tmp_path / "fsdp.pt")
     lin = 0.0
     for tree, b in zip(trees, batches, strict=True):
