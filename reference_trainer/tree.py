@@ -245,14 +245,19 @@ def tree_logprobs(
     import torch
 
     kind = choose_attention(model, attention)
-    use_attention(model, kind)
     device = next(model.parameters()).device
     tree = tree.to(device)
     mask = (
         flex_tree_mask(tree.subtree_end) if kind == "flex" else dense_tree_mask(tree.subtree_end)[None, None]
     )
-    out = model(input_ids=tree.input_ids[None], position_ids=tree.position_ids[None], attention_mask=mask,
-                use_cache=False)  # fmt: skip
+    before = getattr(model.config, "_attn_implementation", None)
+    use_attention(model, kind)
+    try:
+        out = model(input_ids=tree.input_ids[None], position_ids=tree.position_ids[None], attention_mask=mask,
+                    use_cache=False)  # fmt: skip
+    finally:  # the model's own kernel (e.g. flash-attn) serves its other forwards; backward needs no switch
+        if before is not None and before != model.config._attn_implementation:
+            model.set_attn_implementation(before)
     # Per position one normaliser, then each token's own logit at its parent's position: no (N, V) copy
     # of the logits gathered by parent (and no scatter of one in backward), unlike logits[parent].
     logits = out.logits[0]

@@ -497,3 +497,19 @@ def test_nothing_to_pack_and_unknown_attention_are_refused():
     tree = FlatTree.from_row(small_row())
     with pytest.raises(ConfigError, match="'bogus'"):
         tree_logprobs(model("tiny-dense"), tree, attention="bogus")
+
+
+def test_the_models_own_attention_kernel_is_restored_after_a_tree_forward():
+    """The tree's forward switches to the kernel its mask needs, then back (backward needs no switch)."""
+    from reference_trainer.rl import token_logprobs
+
+    model = load_model("tiny-dense", vocab_size=VOCAB, seed=0)
+    model.set_attn_implementation("eager")
+    paths = [[1, 2, 3, 4, 5], [1, 2, 3, 9, 8, 7]]
+    tree = FlatTree.from_sequences([(p, [1] * len(p), [None] * len(p)) for p in paths])
+    rows = gather_paths(tree, tree_logprobs(model, tree))
+    assert model.config._attn_implementation == "eager"
+    rows.sum().backward()
+    for i, p in enumerate(paths):
+        linear = token_logprobs(model, torch.tensor([p]), None)[0]
+        assert torch.allclose(rows[i, : len(p) - 1], linear, atol=1e-5)
