@@ -28,7 +28,6 @@ import asyncio
 import json
 import re
 import threading
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -43,6 +42,7 @@ from kwaigym.errors import ConfigError
 from kwaigym.policies import Policy
 from kwaigym.proxy.responders import CallContext
 from kwaigym.trajectory.export import chat_messages, chat_tools
+from reference_trainer.engine.batcher import Batcher
 
 _TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
 
@@ -189,52 +189,6 @@ _NEUTRAL: dict[str, Any] = dict(
 )
 
 
-class _Batcher:
-    """Groups calls that arrive within ``window_s`` of the oldest waiting one into one batch.
-
-    A worker thread runs while there is work and ends when the queue is empty, so an idle engine
-    holds no thread.
-    """
-
-    def __init__(self, run, window_s: float, max_size: int):
-        self.run, self.window_s, self.max_size = run, window_s, max_size
-        self._cond = threading.Condition()
-        self._queue: list[tuple[float, list[int], SampleParams, Future]] = []
-        self._worker: threading.Thread | None = None
-
-    def submit(self, prompt: list[int], params: SampleParams) -> Future:
-        future: Future = Future()
-        with self._cond:
-            self._queue.append((time.monotonic(), prompt, params, future))
-            self._cond.notify()
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._loop, name="local-engine-batcher", daemon=True)
-                self._worker.start()
-        return future
-
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                if not self._queue:
-                    self._worker = None
-                    return
-                deadline = self._queue[0][0] + self.window_s
-                while len(self._queue) < self.max_size and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
-                batch, self._queue = self._queue[: self.max_size], self._queue[self.max_size :]
-            batch = [item for item in batch if item[3].set_running_or_notify_cancel()]
-            if not batch:
-                continue
-            try:
-                samples = self.run([item[1] for item in batch], [item[2] for item in batch])
-            except BaseException as exc:  # every waiter hears of it; nothing hangs
-                for item in batch:
-                    item[3].set_exception(exc)
-            else:
-                for item, sample in zip(batch, samples, strict=True):
-                    item[3].set_result(sample)
-
-
 class LocalEngine:
     """A causal LM and its tokenizer: loaded once from ``path``, or shared with a trainer (``from_model``).
 
@@ -283,7 +237,7 @@ class LocalEngine:
         self.lock = threading.Lock()
         """Held while the model samples or its weights change."""
         self.weights_version = 0
-        self.batcher = _Batcher(self.sample, batch_window_s, max_batch_size)
+        self.batcher = Batcher(self.sample, batch_window_s, max_batch_size)
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = set(eos if isinstance(eos, list) else [] if eos is None else [eos])
         self.eos_ids = sorted(
