@@ -42,6 +42,23 @@ class CappedBuffer:
         """All bytes kept, raw (a split may cut a multi-byte character: decode with errors='replace')."""
         return bytes(self._head + self._tail)
 
+    def pop_trailer(self, prefix: bytes) -> bytes | None:
+        """Remove a last line ``\n<prefix><value>\n`` from the end; return ``value`` (None if absent).
+
+        The tail is always kept, so a trailer survives truncation of the middle.
+        """
+        if not self.dropped:  # nothing dropped: head and tail are one run of bytes
+            self._head, self._tail = self._head + self._tail, bytearray()
+        buf = self._tail if self.dropped else self._head
+        if not buf.endswith(b"\n"):
+            return None
+        start = buf.rfind(b"\n" + prefix, 0, len(buf) - 1)
+        if start < 0 or b"\n" in buf[start + 1 : -1]:
+            return None
+        value = bytes(buf[start + 1 + len(prefix) : -1])
+        del buf[start:]
+        return value
+
     def text(self) -> str:
         if not self.dropped:
             return bytes(self._head + self._tail).decode(errors="replace")

@@ -38,6 +38,18 @@ from kwaigym.sandbox.session import ShellSession
 log = logging.getLogger(__name__)
 
 MARKER_ENV = "KWAIGYM_EXEC"
+# Every exec reports its exit status as the last line of its stderr, tagged with its marker, and
+# kwaigym removes that line. Asking podman instead (GET /exec/ID/json) races with podman's cleanup
+# of finished exec sessions (exit_command_delay, see kwaigym/host.py): under heavy load the answer
+# was a 404 for most episodes at 256 concurrent ones. Inspect stays the fallback (no sh, a kill).
+_STATUS_TAG = "KWAIGYM_EXIT_STATUS_"
+
+
+def _reporting_status(argv: list[str], trailer: str) -> list[str]:
+    """``argv`` run by sh, which then prints ``\n<trailer><status>`` on stderr."""
+    return ["/bin/sh", "-c", f'"$@"; printf "\\n{trailer}%d\\n" "$?" >&2', "sh", *argv]
+
+
 # Kill every process whose environment carries the marker: the whole tree of one exec,
 # including children that left its process group. Needs only sh, tr and kill.
 _KILL_MARKED = (
@@ -99,9 +111,11 @@ class PodmanSandbox:
         marker = uuid.uuid4().hex
         out, err = CappedBuffer(cap), CappedBuffer(cap)
         started = time.monotonic()
+        trailer = f"{_STATUS_TAG}{marker}:".encode()
         stream = await self.open_exec(
-            argv, marker=marker, stdin=stdin is not None, env=env, cwd=cwd, user=user
-        )
+            _reporting_status(argv, trailer.decode()), marker=marker, stdin=stdin is not None, env=env,
+            cwd=cwd, user=user,
+        )  # fmt: skip
         try:
             if stdin is not None:
                 await stream.write(stdin.encode() if isinstance(stdin, str) else stdin)
@@ -122,7 +136,8 @@ class PodmanSandbox:
             ) from None
         finally:
             stream.close()
-        code = await self.exit_code(stream.exec_id)
+        reported = err.pop_trailer(trailer)
+        code = int(reported) if reported and reported.isdigit() else await self.exit_code(stream.exec_id)
         result = ExecResult(
             code, out.text(), err.text(), time.monotonic() - started, out.truncated or err.truncated
         )

@@ -134,13 +134,14 @@ def need_sandbox(sandbox: Sandbox | None, kind: str) -> Sandbox:
 # so everything the agent started, is in another session, and no process can join a session it
 # was not born in. Shell builtins only (no fork: the sealer is the one process it spares, and it
 # works at the pids limit); each round stops the processes first so a fork loop cannot outrun it.
+# It also spares its parent: the sh that runs every kwaigym exec and reports its exit status.
 _KILL_SCRIPT = r"""
-me=$$; round=0
+me=$$; parent=$PPID; round=0
 while [ $round -lt 100 ]; do
   round=$((round + 1)); found=
   for d in /proc/[0-9]*; do
     p=${d#/proc/}
-    [ "$p" = "$me" ] && continue
+    [ "$p" = "$me" ] || [ "$p" = "$parent" ] && continue
     { read -r s < "$d/stat"; } 2>/dev/null || continue
     s=${s##*") "}
     set -- $s

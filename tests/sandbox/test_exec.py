@@ -19,6 +19,19 @@ async def test_exec_separates_streams_and_keeps_exit_code(backend, spec):
     assert not result.ok and not result.truncated
 
 
+async def test_exit_codes_come_from_the_stream_and_stderr_is_untouched(backend, spec):
+    """Exit status, signals and a missing program; stderr keeps exactly what the command wrote."""
+    async with backend.sandbox(spec()) as sb:
+        plain = await sb.exec(["sh", "-c", "printf 'no newline' >&2; exit 3"])
+        killed = await sb.exec(["sh", "-c", "kill -9 $$"])
+        missing = await sb.exec(["no-such-program", "x"])
+        quiet = await sb.exec(["true"])
+    assert (plain.exit_code, plain.stderr) == (3, "no newline")
+    assert killed.exit_code == 137 and missing.exit_code == 127 and "no-such-program" in missing.stderr
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert not any("KWAIGYM_EXIT" in r.stderr for r in (plain, killed, missing, quiet))
+
+
 async def test_exec_argv_cwd_env_and_stdin(backend, spec):
     """An argv list runs without a shell; cwd, env and binary stdin reach the process."""
     payload = bytes(range(256)) * 64

@@ -120,3 +120,22 @@ def test_marker_scanner_finds_markers_split_across_frames():
             scanner.feed(text[i : i + cut])
         assert sink.getvalue() == b"line one\nline two"
         assert scanner.after == b"7\n"
+
+
+@pytest.mark.parametrize("cap", [1 << 20, 64])
+def test_exit_status_trailer_is_popped_whole_or_not_at_all(cap):
+    """The exec's status line is taken off the end of stderr (also past truncation); other text stays."""
+    tag = b"KWAIGYM_EXIT_STATUS_abc:"
+    for before, status in ((b"", b"0"), (b"warning: x\n", b"3"), (b"no newline", b"137"), (b"z" * 500, b"1")):
+        buf = CappedBuffer(cap)
+        for i in range(0, len(before), 7):  # in frames, as the stream delivers it
+            buf.write(before[i : i + 7])
+        buf.write(b"\n" + tag + status + b"\n")
+        assert buf.pop_trailer(tag) == status
+        assert b"KWAIGYM_EXIT" not in buf.getvalue()
+        if not buf.truncated:
+            assert buf.getvalue() == before
+    for text in (b"plain\n", b"\n" + tag + b"1\nmore\n", b"\n" + tag + b"2"):  # no trailer at the very end
+        buf = CappedBuffer(cap)
+        buf.write(text)
+        assert buf.pop_trailer(tag) is None and buf.getvalue() == text[: cap // 2] + text[cap // 2 :][-cap:]
