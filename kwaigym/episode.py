@@ -12,7 +12,8 @@ can mask the rewards of episodes that failed for reasons the policy did not caus
 - ``ok``: the agent finished and the verifier scored it (``reward_valid``).
 - ``agent_error``: the agent crashed or gave up; still scored (the policy's doing).
 - ``limit``: a turn, token or wall-time limit truncated the episode; scored as left.
-- ``infra_error``: the sandbox, proxy, image or bundle failed; ``reward_valid`` is false.
+- ``infra_error``: the sandbox, proxy, image or bundle failed, or the model server did and the
+  agent failed with it; ``reward_valid`` is false.
 - ``verifier_error``: the verifier could not score; ``reward_valid`` is false.
 """
 
@@ -98,13 +99,19 @@ class _Budget:
         self.turns = self.tokens = 0
         self.exceeded: str | None = None
         self.hit = asyncio.Event()
+        self.infra_failure: InfraError | None = None
+        """The first call the responder could not answer for infrastructure reasons (upstream down)."""
 
     async def respond(self, request, ctx: CallContext):
         if ctx.kind == MAIN:
             if self.limits.max_turns is not None and self.turns >= self.limits.max_turns:
                 self._stop(f"turn limit of {self.limits.max_turns} reached")
             self.turns += 1
-        completion = await self.responder.respond(request, ctx)
+        try:
+            completion = await self.responder.respond(request, ctx)
+        except InfraError as exc:
+            self.infra_failure = self.infra_failure or exc
+            raise
         if completion.usage is not None:
             self.tokens += completion.usage.output_tokens
         if self.limits.max_tokens is not None and self.tokens > self.limits.max_tokens:
@@ -153,6 +160,10 @@ async def run_episode(
             if before_agent is not None:
                 await before_agent(sandbox)
             fields |= await _run_agent(sandbox, task, scaffold, budget, limits)
+            failed = fields.get("agent_failed") or fields.get("truncated")
+            if budget.infra_failure is not None and failed:
+                fields.pop("agent_failed", None)
+                raise budget.infra_failure  # the agent failed because the model server did
             attempt = Attempt(
                 final_message=fields.get("final_message", ""), exit_code=fields.get("agent_exit_code")
             )
@@ -163,11 +174,26 @@ async def run_episode(
     except (InfraError, KwaigymError) as exc:
         log.warning("episode %s (task %s): %s", episode_id, task.id, exc)
         fields |= {"status": INFRA_ERROR, "reward": 0.0, "reward_valid": False, "error": str(exc)}
+    except Exception as exc:
+        if not _podman_failure(exc):
+            raise
+        log.warning("episode %s (task %s): podman API failed: %r", episode_id, task.id, exc)
+        error = f"the podman API failed: {type(exc).__name__}: {exc}"
+        fields |= {"status": INFRA_ERROR, "reward": 0.0, "reward_valid": False, "error": error}
     finally:
         if route is not None:
             proxy.unregister(episode_id)
     calls = tuple(proxy.recorder.pop(episode_id))
     return EpisodeResult(**fields, turns=budget.turns, calls=calls, duration_s=time.monotonic() - wall_start)
+
+
+def _podman_failure(exc: Exception) -> bool:
+    """A podman-py call that failed on the API itself (its service gone, a connection lost) and
+    escaped untranslated: the machinery's failure, so the episode's, not the whole run's."""
+    import podman.errors
+    import requests
+
+    return isinstance(exc, podman.errors.APIError | requests.exceptions.ConnectionError | ConnectionError)
 
 
 async def _run_agent(sandbox, task: Task, scaffold, budget: _Budget, limits: Limits) -> dict[str, Any]:

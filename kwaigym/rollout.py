@@ -181,7 +181,13 @@ async def rollout(
                 def advance():
                     progress.update(bar, advance=1, tally=tally.line())
 
-                await asyncio.gather(*(one(t, n, k, proxy, be, images, advance) for t, n, k in todo))
+                runs = [asyncio.ensure_future(one(t, n, k, proxy, be, images, advance)) for t, n, k in todo]
+                try:
+                    await asyncio.gather(*runs)
+                finally:  # a failed run (the store's disk full) stops the others, sandboxes removed
+                    for run in runs:
+                        run.cancel()
+                    await asyncio.gather(*runs, return_exceptions=True)
     finally:
         if (close := getattr(make_policy, "aclose", None)) is not None:
             await close()

@@ -3,13 +3,17 @@
 Each finished episode is one line, written with a single ``write`` on a file opened with
 ``O_APPEND`` and flushed to disk before the next episode is counted as done, so concurrent
 writers in one process never interleave and a kill leaves at most one torn last line, which
-reading skips. A run that restarts reads the keys already stored and does only the rest.
+reading skips. A write the disk cannot hold (a full disk makes it short) is cut back and raises
+``OSError``, so the file never keeps half a record. A run that restarts reads the keys already
+stored and does only the rest.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,7 @@ class EpisodeStore:
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         self.path = self.directory / "episodes.jsonl"
+        self._lock = threading.Lock()  # appends run in worker threads; a failed one is cut back
 
     def recover(self) -> None:
         """Cut a torn last line (a write a kill interrupted), so that appends start on a clean line."""
@@ -64,12 +69,26 @@ class EpisodeStore:
     def append(self, record: dict[str, Any]) -> None:
         line = (json.dumps(record, default=str) + "\n").encode()
         self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                end = os.fstat(fd).st_size
+                try:
+                    # A full disk makes write() short, not failed: a torn line would stay behind
+                    # (and the next append would glue a record onto it).
+                    if (written := os.write(fd, line)) != len(line):
+                        short = f"{os.strerror(errno.ENOSPC)}: wrote {written} of {len(line)} bytes"
+                        raise OSError(errno.ENOSPC, short)
+                    os.fsync(fd)
+                except OSError as exc:
+                    os.ftruncate(fd, end)  # the store stays whole: this episode is simply not done
+                    raise OSError(
+                        exc.errno,
+                        f"cannot store the episode record in {self.path} ({exc.strerror or exc}); "
+                        "nothing of it was kept: free space and rerun to resume",
+                    ) from exc
+            finally:
+                os.close(fd)
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every complete record, in the order written (a torn last line is skipped)."""
