@@ -32,10 +32,12 @@ async def sandbox(backend, spec):
 
 
 async def agent_processes(sb) -> list[str]:
-    """Processes outside the container's own session (PID 1's), other than this probe."""
-    ps = await sb.exec("ps -eo sid=,pid=,args=")
+    """Processes outside the container's own session (PID 1's), other than this probe (its ps and
+    the shells that run it, whose command lines all hold the probe's)."""
+    probe = "ps -eo sid=,pid=,args="
+    ps = await sb.exec(probe)
     rows = [line.split(None, 2) for line in ps.stdout.splitlines()]
-    return [r[2] for r in rows if r[0] != "1" and not r[2].startswith(("ps ", "/bin/sh -c ps"))]
+    return [r[2] for r in rows if r[0] != "1" and probe not in r[2]]
 
 
 def script_task(tmp_path, test_sh: str = TEST_SH, **kwargs):
