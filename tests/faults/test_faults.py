@@ -32,6 +32,7 @@ from kwaigym.sandbox.podman import remove_container
 from kwaigym.sandbox.reaper import list_sandboxes, owner_id
 from kwaigym.sandbox.service import PodmanService
 from kwaigym.trajectory import EpisodeStore
+from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.podman
 
@@ -186,7 +187,7 @@ async def test_sandbox_killed_mid_exec(backend, service, tmp_path, caplog):
 # -- 3. the model server misbehaves ---------------------------------------------------------------
 
 
-class FlakyUpstream:
+class FlakyUpstream(LoopbackServer):
     """An OpenAI-compatible chat server on loopback that answers the first ``failures`` requests
     with ``fault`` (an HTTP status, ``hang`` or ``truncate``), then finishes every episode."""
 
@@ -195,18 +196,9 @@ class FlakyUpstream:
         self.server: asyncio.Server | None = None
         self.release = asyncio.Event()
 
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
     async def __aexit__(self, *exc):
         self.release.set()
-        self.server.close()
-        await self.server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
+        await super().__aexit__(*exc)
 
     async def _handle(self, reader, writer):
         try:

@@ -16,29 +16,17 @@ import httpx
 import pytest
 
 from kwaigym.proxy import InterceptionProxy, ScriptedResponder, UpstreamResponder
+from tests.loopback import LoopbackServer
 
 SECRET = "sk-real-upstream-key-0123456789"
 
 
-class FakeUpstream:
+class FakeUpstream(LoopbackServer):
     """An OpenAI-compatible chat server: fails the first ``failures`` calls, then answers with logprobs."""
 
     def __init__(self, failures: list[int]):
         self.failures = list(failures)
         self.seen: list[tuple[dict, dict]] = []
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        await self.server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
 
     async def _handle(self, reader, writer):
         head = (await reader.readuntil(b"\r\n\r\n")).decode()

@@ -10,7 +10,6 @@ key in ``OPENAI_API_KEY``, as ``kwaigym eval --policy openai:URL`` would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import secrets
@@ -24,6 +23,7 @@ from kwaigym.rollout import rollout
 from kwaigym.sandbox import wire
 from kwaigym.sandbox.base import LABEL_EPISODE
 from tests.conftest import episode
+from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.podman
 
@@ -37,7 +37,7 @@ HUNT = (
 )
 
 
-class KeyCheckingUpstream:
+class KeyCheckingUpstream(LoopbackServer):
     """An OpenAI-compatible chat server: answers with the hunt, then a final text; keeps every
     request's headers and body, and the inspect data of the agent's container during the hunt."""
 
@@ -45,18 +45,6 @@ class KeyCheckingUpstream:
         self.service, self.task_id = service, task_id
         self.seen: list[tuple[dict, dict]] = []
         self.inspect: list[str] = []
-
-    async def __aenter__(self):
-        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc):
-        self.server.close()
-        await self.server.wait_closed()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/v1"
 
     async def _containers(self) -> list[str]:
         filters = quote(json.dumps({"label": [LABEL_EPISODE]}))
