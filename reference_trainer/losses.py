@@ -31,8 +31,8 @@ Choices, stated once:
   ranks' losses (FSDP with ``set_gradient_divide_factor(1.0)``, or an all-reduce sum) equals the
   loss of the whole batch. The metrics stay local.
 
-Limits: no KL term, no dual clip, no entropy bonus; advantages are per sequence (per-turn
-advantages would be a small change to :func:`turn_gspo_loss`).
+Limits: no KL term, no dual clip, no entropy bonus; advantages are per sequence, except GRPO's,
+which may be per token (On-Policy Distillation, :func:`opd_advantages`).
 """
 
 from __future__ import annotations
@@ -93,7 +93,9 @@ def grpo_loss(
     with ``N_tok = num_tokens`` or the number of unmasked tokens here (token-level "DAPO"
     normalisation: long sequences weigh more than short ones), and ``w`` the IcePop weights
     (1 without them; masked-out tokens still count in ``N_tok``). The default clip range is DAPO's
-    clip-higher 0.2/0.28; pass ``eps_high=0.2`` for the symmetric PPO clip.
+    clip-higher 0.2/0.28; pass ``eps_high=0.2`` for the symmetric PPO clip. ``adv_B`` may also be
+    per token, shape ``(B, T)`` (``A_{i,t}`` in the formula): On-Policy Distillation's dense
+    advantages (:func:`opd_advantages`).
 
     Metrics: ``clip_frac`` (tokens whose clip was active), ``ratio_mean``, ``tokens`` and, with
     IcePop, ``icepop_masked_frac``.
@@ -103,7 +105,8 @@ def grpo_loss(
     keep_BT = mask_BT > 0
     log_ratio_BT = _log_ratio(logp_BT, old_logp_BT, keep_BT).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio_BT = torch.exp(log_ratio_BT)
-    loss_BT, clipped_BT = _surrogate(ratio_BT, adv_B.detach()[:, None].to(ratio_BT.dtype), eps_low, eps_high)
+    adv = adv_B.detach().to(ratio_BT.dtype)
+    loss_BT, clipped_BT = _surrogate(ratio_BT, adv[:, None] if adv.dim() == 1 else adv, eps_low, eps_high)
     weight_BT = keep_BT.to(loss_BT.dtype)
     if icepop_BT is not None:
         weight_BT = weight_BT * icepop_BT.detach().to(loss_BT.dtype)
@@ -271,6 +274,37 @@ def turn_gspo_loss(
         denom_override=num_turns,
         unit="turns",
     )
+
+
+def opd_advantages(
+    adv_B: torch.Tensor,
+    student_logp_BT: torch.Tensor,
+    teacher_logp_BT: torch.Tensor,
+    mask_BT: torch.Tensor,
+    *,
+    lam: float = 1.0,
+) -> torch.Tensor:
+    """On-Policy Distillation's dense advantages, ``(B, T)``: the RL advantage minus the per-token
+    reverse KL estimate to the teacher on the student's own samples.
+
+    Formula::
+
+        A_{i,t} = A_i - lam * (log pi_student(y_t) - log pi_teacher(y_t))    where m_{i,t} = 1, else 0
+
+    The teacher only scores the sampled tokens (log-probs, no full logits); the student's
+    log-probs are those of the policy that sampled (the rollout's, or the old train policy's).
+    Nothing here carries a gradient. ``lam = 0`` gives back the RL advantage.
+    """
+    if lam < 0:
+        raise ConfigError(f"opd_advantages: lam must be >= 0, got {lam}")
+    import torch
+
+    keep_BT = mask_BT > 0
+    gap_BT = torch.where(
+        keep_BT, student_logp_BT - teacher_logp_BT, torch.zeros((), dtype=student_logp_BT.dtype)
+    )
+    adv_BT = adv_B.detach()[:, None].to(gap_BT.dtype) - lam * gap_BT.detach()
+    return torch.where(keep_BT, adv_BT, torch.zeros((), dtype=adv_BT.dtype))
 
 
 def icepop_mask(

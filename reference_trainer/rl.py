@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from kwaigym.errors import ConfigError
-from reference_trainer.losses import grpo_loss, icepop_mask, mcla_logprobs, turn_gspo_loss
+from reference_trainer.losses import grpo_loss, icepop_mask, mcla_logprobs, opd_advantages, turn_gspo_loss
 
 if TYPE_CHECKING:
     import torch
@@ -74,6 +74,9 @@ class RLConfig:
     eps_high: float | None = None
     icepop_low: float = 0.5
     icepop_high: float = 5.0
+    opd_lambda: float = 1.0
+    """On-Policy Distillation's weight: with teacher log-probs given to :func:`update`, each policy
+    token's advantage becomes ``A - opd_lambda (log pi_student - log pi_teacher)`` (GRPO loss only)."""
     tree: bool = False
     """Compute the batch's log-probs over its prefix tree (:mod:`reference_trainer.tree`): paths that
     share a prefix (samples of one episode, one task's system prompt) compute it once; the loss and
@@ -196,8 +199,13 @@ def update(
     *,
     known_BT: torch.Tensor | None = None,
     temperature: float = 1.0,
+    teacher_BT: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """One policy-gradient step on a collated batch (see the module docstring); returns metrics.
+
+    ``teacher_BT`` (log-probs of ``input_ids[:, 1:]`` under a teacher, as :func:`token_logprobs`
+    gives them) turns the step into On-Policy Distillation jointly with RL
+    (:func:`~reference_trainer.losses.opd_advantages`, against the log-probs that sampled).
 
     ``known_BT`` marks the tokens whose rollout log-probs are known (default: every token of the
     rows with ``has_rollout_logprobs``). A batch with no policy token or all-zero advantages gives
@@ -216,6 +224,11 @@ def update(
     known_BT = known_BT[:, 1:]
     rollout_BT = batch["rollout_logprobs"][:, 1:]
     adv_B = batch["advantages"]
+    if teacher_BT is not None and config.loss != "grpo":
+        raise ConfigError(
+            f"update: On-Policy Distillation gives per-token advantages, which need loss='grpo' "
+            f"(got {config.loss!r}: its ratio is per turn)"
+        )
 
     model.train()
     try:
@@ -245,6 +258,8 @@ def update(
                 **clip,
             )
         else:
+            if teacher_BT is not None:
+                adv_B = opd_advantages(adv_B, old_BT, teacher_BT, mask_BT, lam=config.opd_lambda)
             loss, metrics = grpo_loss(logp_BT, old_BT, adv_B, mask_BT, icepop_BT=icepop_BT, **clip)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

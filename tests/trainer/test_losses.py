@@ -16,6 +16,7 @@ from reference_trainer.losses import (  # noqa: E402
     gspo_loss,
     icepop_mask,
     mcla_logprobs,
+    opd_advantages,
     turn_gspo_loss,
 )
 
@@ -93,6 +94,40 @@ def test_grpo_matches_reference():
     assert_matches(value, ref, grad, logp)
     assert metrics["clip_frac"] == pytest.approx(ref[1]) and 0 < ref[1] < 1
     assert metrics["tokens"] == 11
+
+
+def test_opd_advantages_subtract_the_reverse_kl_per_token():
+    """A_{i,t} = A_i - lam (log pi_s - log pi_t) on policy tokens, 0 elsewhere; lam 0 is plain RL."""
+    logp, teacher, adv, mask, _ = batch(noise=0.5, seed=3)
+    student = logp.detach()
+    got = opd_advantages(adv, student, teacher, mask, lam=0.5)
+    for i in range(3):
+        for t in range(6):
+            want = ADV[i] - 0.5 * (student[i, t] - teacher[i, t]).item() if MASK[i][t] else 0.0
+            assert got[i, t].item() == pytest.approx(want, abs=1e-12)
+    plain = opd_advantages(adv, student, teacher, mask, lam=0.0)
+    assert torch.equal(plain, torch.where(mask > 0, adv[:, None].double(), torch.zeros(())))
+    with pytest.raises(ConfigError, match="lam"):
+        opd_advantages(adv, student, teacher, mask, lam=-1)
+
+
+def test_grpo_takes_per_token_advantages():
+    """GRPO with a (B, T) advantage matches the loop reference with A_{i,t}; a broadcast per-sequence
+    advantage gives exactly the (B,) result."""
+    logp, old, adv, mask, _ = batch(noise=0.3)
+    adv_BT = adv[:, None] + 0.1 * torch.arange(6.0)[None, :]
+    value, _, grad = run32(grpo_loss, logp, old, adv_BT, mask)
+    total, count = 0.0, 0
+    for i in range(3):
+        for t in range(6):
+            if MASK[i][t]:
+                count += 1
+                total = total + surrogate(torch.exp(logp[i, t] - old[i, t]), adv_BT[i, t].item(), 0.2, 0.28)
+    assert_matches(value, (total / count, None), grad, logp)
+    assert (
+        run32(grpo_loss, logp, old, adv[:, None].expand(3, 6), mask)[0]
+        == run32(grpo_loss, logp, old, adv, mask)[0]
+    )
 
 
 def test_gspo_matches_reference():

@@ -167,3 +167,30 @@ def test_tree_update_equals_the_linear_update(tiny, loss):
         expected = token_logprobs(engine.model, batch["input_ids"], batch["attention_mask"])
         got = tree_token_logprobs(engine.model, batch["input_ids"], batch["attention_mask"])
     assert got.shape == expected.shape and torch.allclose(got[valid], expected[valid], atol=1e-5)
+
+
+def test_opd_pulls_towards_the_teacher_and_needs_the_grpo_loss(tiny):
+    """Teacher log-probs equal to the student's change nothing; a teacher that likes the sampled
+    tokens more (+1 nat each) raises every policy token's advantage by 1, so the step raises their
+    log-probs more than plain RL does (to first order, at a small step); turn-GSPO refuses."""
+    config = RLConfig(loss="grpo", max_new_tokens=8, opd_lambda=1.0)
+    after = []
+    for shift in (None, 0.0, 1.0):
+        engine, _ = make_trainer(tiny, config)
+        optimizer = torch.optim.SGD(engine.model.parameters(), lr=1e-3)
+        batch, known = _synthetic_batch(engine.model)
+        teacher = None
+        with torch.no_grad():
+            own = token_logprobs(engine.model, batch["input_ids"], batch["attention_mask"])
+        if shift is not None:
+            teacher = torch.where(known[:, 1:], batch["rollout_logprobs"][:, 1:], own) + shift
+        update(engine.model, batch, config, optimizer, known_BT=known, teacher_BT=teacher)
+        with torch.no_grad():
+            new = token_logprobs(engine.model, batch["input_ids"], batch["attention_mask"])
+        after.append(float(((new - own) * batch["loss_mask"][:, 1:]).sum()))
+    plain, same, keen = after
+    assert abs(plain - same) < 1e-6 and keen > plain + 1e-4, after
+    with pytest.raises(ConfigError, match="loss='grpo'"):
+        engine, optimizer = make_trainer(tiny, RLConfig(max_new_tokens=8))
+        batch, known = _synthetic_batch(engine.model)
+        update(engine.model, batch, RLConfig(), optimizer, known_BT=known, teacher_BT=torch.zeros(1))
