@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 
 class LoopbackServer:
@@ -25,3 +26,10 @@ class LoopbackServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError
+
+
+async def read_json_request(reader: asyncio.StreamReader) -> tuple[dict[str, str], dict]:
+    """One HTTP/1.1 request with a JSON body: its headers (lower-cased names) and the decoded body."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    headers = {k.lower(): v for k, _, v in (ln.partition(": ") for ln in head.split("\r\n")[1:] if ln)}
+    return headers, json.loads(await reader.readexactly(int(headers["content-length"])))

@@ -32,7 +32,7 @@ from kwaigym.sandbox.podman import remove_container
 from kwaigym.sandbox.reaper import list_sandboxes, owner_id
 from kwaigym.sandbox.service import PodmanService
 from kwaigym.trajectory import EpisodeStore
-from tests.loopback import LoopbackServer
+from tests.loopback import LoopbackServer, read_json_request
 
 pytestmark = pytest.mark.podman
 
@@ -202,11 +202,7 @@ class FlakyUpstream(LoopbackServer):
 
     async def _handle(self, reader, writer):
         try:
-            head = (await reader.readuntil(b"\r\n\r\n")).decode()
-            length = next(
-                int(h.split(":")[1]) for h in head.split("\r\n") if h.lower().startswith("content-length")
-            )
-            body = json.loads(await reader.readexactly(length))
+            _, body = await read_json_request(reader)
             self.seen += 1
             fault = self.fault if self.seen <= self.failures else None
             if fault == "hang":

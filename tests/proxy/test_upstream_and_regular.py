@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from kwaigym.proxy import InterceptionProxy, ScriptedResponder, UpstreamResponder
-from tests.loopback import LoopbackServer
+from tests.loopback import LoopbackServer, read_json_request
 
 SECRET = "sk-real-upstream-key-0123456789"
 
@@ -29,10 +29,7 @@ class FakeUpstream(LoopbackServer):
         self.seen: list[tuple[dict, dict]] = []
 
     async def _handle(self, reader, writer):
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        headers = dict(line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line)
-        headers = {k.lower(): v for k, v in headers.items()}
-        body = json.loads(await reader.readexactly(int(headers["content-length"])))
+        headers, body = await read_json_request(reader)
         self.seen.append((headers, body))
         if self.failures:
             status, payload = self.failures.pop(0), {"error": {"message": "busy"}}

@@ -23,7 +23,7 @@ from kwaigym.rollout import rollout
 from kwaigym.sandbox import wire
 from kwaigym.sandbox.base import LABEL_EPISODE
 from tests.conftest import episode
-from tests.loopback import LoopbackServer
+from tests.loopback import LoopbackServer, read_json_request
 
 pytestmark = pytest.mark.podman
 
@@ -53,9 +53,7 @@ class KeyCheckingUpstream(LoopbackServer):
         return [json.dumps(await wire.request(self.service, "GET", f"/containers/{i}/json")) for i in ours]
 
     async def _handle(self, reader, writer):
-        head = (await reader.readuntil(b"\r\n\r\n")).decode()
-        headers = {k.lower(): v for k, _, v in (ln.partition(": ") for ln in head.split("\r\n")[1:] if ln)}
-        body = json.loads(await reader.readexactly(int(headers["content-length"])))
+        headers, body = await read_json_request(reader)
         self.seen.append((headers, body))
         if len(self.seen) == 1:
             self.inspect = await self._containers()
