@@ -174,26 +174,11 @@ async def run_episode(
     except (InfraError, KwaigymError) as exc:
         log.warning("episode %s (task %s): %s", episode_id, task.id, exc)
         fields |= {"status": INFRA_ERROR, "reward": 0.0, "reward_valid": False, "error": str(exc)}
-    except Exception as exc:
-        if not _podman_failure(exc):
-            raise
-        log.warning("episode %s (task %s): podman API failed: %r", episode_id, task.id, exc)
-        error = f"the podman API failed: {type(exc).__name__}: {exc}"
-        fields |= {"status": INFRA_ERROR, "reward": 0.0, "reward_valid": False, "error": error}
     finally:
         if route is not None:
             proxy.unregister(episode_id)
     calls = tuple(proxy.recorder.pop(episode_id))
     return EpisodeResult(**fields, turns=budget.turns, calls=calls, duration_s=time.monotonic() - wall_start)
-
-
-def _podman_failure(exc: Exception) -> bool:
-    """A podman-py call that failed on the API itself (its service gone, a connection lost) and
-    escaped untranslated: the machinery's failure, so the episode's, not the whole run's."""
-    import podman.errors
-    import requests
-
-    return isinstance(exc, podman.errors.APIError | requests.exceptions.ConnectionError | ConnectionError)
 
 
 async def _run_agent(sandbox, task: Task, scaffold, budget: _Budget, limits: Limits) -> dict[str, Any]:

@@ -59,6 +59,17 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _no_answer(exc: BaseException) -> bool:
+    """The API gave no HTTP answer at all (service gone, connection lost): podman-py raises
+    ``APIError`` without a response for that, or lets the connection error through."""
+    import podman.errors
+    import requests
+
+    if isinstance(exc, requests.exceptions.ConnectionError | ConnectionError):
+        return True
+    return isinstance(exc, podman.errors.APIError) and getattr(exc, "response", None) is None
+
+
 def _log_retry(state: tenacity.RetryCallState) -> None:
     log.warning(
         "podman call %s failed (%s), retry %d",
@@ -307,7 +318,12 @@ class PodmanService:
                 self._max_threads, thread_name_prefix="kwaigym-podman"
             )
         bound = functools.partial(retry_transient(fn), *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, bound)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, bound)
+        except Exception as exc:
+            if _no_answer(exc):  # an infrastructure failure (the episode's), not a bug to crash on
+                raise PodmanUnavailable(f"the podman API at {self.api_url} did not answer: {exc}") from exc
+            raise
 
     async def open_connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """A fresh raw connection to the API (for hijacked exec streams)."""
