@@ -195,7 +195,7 @@ if __name__ == "__main__":
     parser.add_argument("--eager-too", action="store_true", help="also time the eager FSDP2 path")
     cli = parser.parse_args()
     cli.steps = cli.steps or (2 if cli.quick else 5)
-    cli.warmup = cli.warmup or 2 if cli.quick else cli.warmup or 3
+    cli.warmup = cli.warmup or (2 if cli.quick else 3)
     if cli.quick and not cli.configs and torch.cuda.is_available():
         cli.configs = "0.5b"
     if cli.quick and not torch.cuda.is_available():

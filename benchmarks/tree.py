@@ -36,7 +36,7 @@ import torch
 from reference_trainer.losses import grpo_loss
 from reference_trainer.model import load_model
 from reference_trainer.rl import TREE_MIN_SHARING, token_logprobs
-from reference_trainer.tree import FlatTree, gather_paths, tree_logprobs, use_attention
+from reference_trainer.tree import FlatTree, gather_paths, tree_logprobs
 
 TARGET = 0.8
 """Measured speedup at least this fraction of the ideal once the ideal is >= 2."""
@@ -110,7 +110,6 @@ def main(args) -> dict:
     for ratio in args.ratios:
         paths = branches_of(ratio, args.tokens, args.branches, model.config.vocab_size, seed=int(ratio * 10))
         tree = FlatTree.from_sequences([(p, [1] * len(p), [None] * len(p)) for p in paths]).to(device)
-        use_attention(model, "sdpa")
         step = lambda paths=paths: linear_step(model, paths, optimizer, device, args.tokens)  # noqa: E731
         linear_s = timed(step, args, device)
         ids = torch.tensor(paths, device=device)
@@ -120,7 +119,6 @@ def main(args) -> dict:
         started = time.perf_counter()
         FlatTree.from_sequences([(p, [1] * len(p), [None] * len(p)) for p in paths])
         build_s = time.perf_counter() - started
-        use_attention(model, "sdpa")
         row = {"ideal": round(tree.sharing_ratio, 3), "speedup": round(linear_s / tree_s, 3),
                "tree_s": round(tree_s, 4), "linear_s": round(linear_s, 4),
                "build_s": round(build_s, 4)}  # fmt: skip

@@ -142,22 +142,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--min-reward", type=float, default=1.0, help="keep episodes scoring at least this")
     a = p.parse_args(argv)
     try:
+        from transformers import AutoTokenizer
+
         from kwaigym.trajectory.store import EpisodeStore
         from reference_trainer.checkpoint import export_hf
-        from reference_trainer.engine.local import LocalEngine
-        from reference_trainer.train import TrainConfig, model_dir
+        from reference_trainer.model import load_model
+        from reference_trainer.train import model_dir
 
         config = SFTConfig(lr=a.lr, epochs=a.epochs, max_tokens=a.max_tokens, min_reward=a.min_reward)
-        out = Path(a.out)
-        path = model_dir(TrainConfig(model=a.model, out=out))
-        engine = LocalEngine(path)
         if missing := [d for d in a.episodes if not Path(d, "episodes.jsonl").is_file()]:
             raise ConfigError(
                 f"SFT: no episodes.jsonl in {', '.join(missing)}: give run directories of kwaigym eval"
             )
         records = [r for d in a.episodes for r in EpisodeStore(d).records()]
-        history = train_sft(engine.model, engine.tokenizer, records, config)
-        final = export_hf(out / "final", engine.model, engine.tokenizer)
+        out = Path(a.out)
+        path = model_dir(a.model, out)
+        model, tokenizer = load_model(path), AutoTokenizer.from_pretrained(path)
+        history = train_sft(model, tokenizer, records, config)
+        final = export_hf(out / "final", model, tokenizer)
         (out / "sft_metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         print(f"SFT done: {len(history)} steps, model in {final} (use it as --model {final})")
     except KwaigymError as e:

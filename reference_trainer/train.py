@@ -97,21 +97,21 @@ def tasks_for_step(tasks: Sequence[Task], step: int, per_step: int) -> list[Task
     return [tasks[(start + i) % len(tasks)] for i in range(per_step)]
 
 
-def model_dir(config: TrainConfig) -> Path:
-    """``config.model`` when it is a directory; a preset is written once to ``out/initial``."""
+def model_dir(model: str, out: Path, *, seed: int = 0) -> Path:
+    """``model`` when it is a directory; a preset is written once to ``out/initial``."""
     from reference_trainer.model import PRESETS
     from reference_trainer.tokenizer import build_model_dir
 
-    if config.model not in PRESETS:
-        if not Path(config.model, "config.json").is_file():
+    if model not in PRESETS:
+        if not Path(model, "config.json").is_file():
             raise ConfigError(
-                f"train: --model {config.model!r} is neither a model directory (no config.json) "
+                f"--model {model!r} is neither a model directory (no config.json) "
                 f"nor a preset ({', '.join(PRESETS)})"
             )
-        return Path(config.model)
-    initial = config.out / "initial"
+        return Path(model)
+    initial = out / "initial"
     if not (initial / "config.json").is_file():
-        build_model_dir(initial, config.model, seed=config.rl.seed)
+        build_model_dir(initial, model, seed=seed)
     return initial
 
 
@@ -151,7 +151,7 @@ async def train(config: TrainConfig, *, backend=None, console=None) -> list[dict
     console = console or Console(stderr=True)
     tasks = select_tasks(config)
     config.out.mkdir(parents=True, exist_ok=True)
-    engine, optimizer = make_trainer(model_dir(config), config.rl)
+    engine, optimizer = make_trainer(model_dir(config.model, config.out, seed=config.rl.seed), config.rl)
     checkpoints = config.out / "checkpoints"
     done = 0
     if latest := latest_checkpoint(checkpoints):

@@ -111,9 +111,9 @@ class PodmanSandbox:
         marker = uuid.uuid4().hex
         out, err = CappedBuffer(cap), CappedBuffer(cap)
         started = time.monotonic()
-        trailer = f"{_STATUS_TAG}{marker}:".encode()
+        trailer = f"{_STATUS_TAG}{marker}:"
         stream = await self.open_exec(
-            _reporting_status(argv, trailer.decode()), marker=marker, stdin=stdin is not None, env=env,
+            _reporting_status(argv, trailer), marker=marker, stdin=stdin is not None, env=env,
             cwd=cwd, user=user,
         )  # fmt: skip
         try:
@@ -136,7 +136,7 @@ class PodmanSandbox:
             ) from None
         finally:
             stream.close()
-        reported = err.pop_trailer(trailer)
+        reported = err.pop_trailer(trailer.encode())
         code = int(reported) if reported and reported.isdigit() else await self.exit_code(stream.exec_id)
         result = ExecResult(
             code, out.text(), err.text(), time.monotonic() - started, out.truncated or err.truncated
