@@ -77,6 +77,14 @@ def _transient(method: str):
     return check
 
 
+_DROPPED = (ConnectionError, asyncio.IncompleteReadError)
+"""A connection to the API that broke (the service died or restarted): an infrastructure failure."""
+
+
+def _connection_failed(what: str, exc: BaseException) -> SandboxError:
+    return SandboxError(f"podman API connection failed on {what}: {exc or type(exc).__name__}")
+
+
 def _log_retry(state: tenacity.RetryCallState) -> None:
     log.warning("podman API call failed (%s), retry %d", state.outcome.exception(), state.attempt_number)
 
@@ -97,8 +105,8 @@ async def request(service: PodmanService, method: str, path: str, body: Any = No
         async for attempt in retrying:
             with attempt:
                 return await _request_once(service, method, path, body)
-    except (ConnectionError, asyncio.IncompleteReadError) as exc:
-        raise SandboxError(f"podman API connection failed on {method} {path}: {exc}") from exc
+    except _DROPPED as exc:
+        raise _connection_failed(f"{method} {path}", exc) from exc
 
 
 async def _request_once(service: PodmanService, method: str, path: str, body: Any) -> Any:
@@ -126,8 +134,11 @@ class ExecStream:
         self._writer = writer
 
     async def write(self, data: bytes) -> None:
-        self._writer.write(data)
-        await self._writer.drain()
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except ConnectionError as exc:
+            raise _connection_failed(f"exec {self.exec_id[:12]}'s stdin", exc) from exc
 
     def close_stdin(self) -> None:
         if self._writer.can_write_eof() and not self._writer.is_closing():
@@ -141,6 +152,8 @@ class ExecStream:
             return kind, await self._reader.readexactly(size)
         except asyncio.IncompleteReadError:
             return None
+        except ConnectionError as exc:
+            raise _connection_failed(f"exec {self.exec_id[:12]}'s output", exc) from exc
 
     def close(self) -> None:
         self._writer.close()
@@ -173,9 +186,12 @@ async def exec_create(
 
 async def exec_start(service: PodmanService, exec_id: str) -> ExecStream:
     """Start an exec session on a hijacked connection (stdin and output on one socket)."""
-    status, headers, reader, writer = await _send(
-        service, "POST", f"/exec/{exec_id}/start", {"Detach": False}
-    )
+    try:
+        status, headers, reader, writer = await _send(
+            service, "POST", f"/exec/{exec_id}/start", {"Detach": False}
+        )
+    except _DROPPED as exc:  # not resent: the exec may have started
+        raise _connection_failed(f"POST /exec/{exec_id[:12]}/start", exc) from exc
     if status >= 400:
         try:
             payload = await _read_body(status, headers, reader)
