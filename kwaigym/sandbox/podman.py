@@ -121,6 +121,11 @@ class PodmanSandbox:
                 await stream.write(stdin.encode() if isinstance(stdin, str) else stdin)
                 stream.close_stdin()
             await asyncio.wait_for(_pump(stream, out, err), timeout)
+        except ConnectionError as exc:  # the API's connection broke under the exec (service gone)
+            raise SandboxError(
+                f"podman API connection lost during an exec: {exc or type(exc).__name__}",
+                episode_id=self.episode_id,
+            ) from exc
         except (TimeoutError, asyncio.CancelledError) as exc:
             stream.close()
             await asyncio.shield(self.kill_marked(marker))

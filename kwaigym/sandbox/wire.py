@@ -134,11 +134,8 @@ class ExecStream:
         self._writer = writer
 
     async def write(self, data: bytes) -> None:
-        try:
-            self._writer.write(data)
-            await self._writer.drain()
-        except ConnectionError as exc:
-            raise _connection_failed(f"exec {self.exec_id[:12]}'s stdin", exc) from exc
+        self._writer.write(data)  # a ConnectionError here is the shell session's sign of a killed shell
+        await self._writer.drain()
 
     def close_stdin(self) -> None:
         if self._writer.can_write_eof() and not self._writer.is_closing():
@@ -152,8 +149,6 @@ class ExecStream:
             return kind, await self._reader.readexactly(size)
         except asyncio.IncompleteReadError:
             return None
-        except ConnectionError as exc:
-            raise _connection_failed(f"exec {self.exec_id[:12]}'s output", exc) from exc
 
     def close(self) -> None:
         self._writer.close()
