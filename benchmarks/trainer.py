@@ -12,6 +12,11 @@ the same process, one after the other:
   decoder block and the log-prob head compiled (``--no-compile`` to turn that off; ``--eager-too``
   adds the eager FSDP path). Gradients are reduced once per step, after the last micro-batch.
 
+Under torchrun (one process per GPU) only the trainer path runs: ``--micro`` is the global batch,
+split evenly over the ranks (the same tokens per optimizer step on any number of GPUs), the rate
+counts every rank's tokens, MFU is over all the GPUs' peak and the peak memory is the largest of
+any rank. ``benchmarks/scaling.py`` runs this on 1, 2, ... GPUs and reports the scaling efficiency.
+
 On a GPU the configs are random-weight models of the shapes of Qwen2-0.5B and Qwen2-1.5B at 8192
 tokens per sequence; without one, a tiny model at 512 tokens (CPU figures say little about a GPU).
 MFU is model FLOPs per second over the device's peak: 6 FLOPs per parameter of every matmul (LM
@@ -22,8 +27,10 @@ same run, also reported on a GPU as ``matmul_tflops``.
 
 The last line of stdout is one JSON object: ``device``, ``peak_tflops``, ``matmul_tflops``,
 ``seq_len``, and per config ``tokens_per_s``, ``mfu``, ``baseline_tokens_per_s``, ``baseline_mfu``,
-``peak_mem_gb``, ``baseline_peak_mem_gb`` (and ``eager_tokens_per_s``, ``eager_mfu`` with --eager-too).
+``peak_mem_gb``, ``baseline_peak_mem_gb`` (and ``eager_tokens_per_s``, ``eager_mfu`` with --eager-too),
+and ``world`` (processes; the baseline keys only with one).
 Usage: python benchmarks/trainer.py [--quick] [--configs 0.5b,1.5b] [--seq-len N] [--no-compile]
+       torchrun --nproc-per-node N benchmarks/trainer.py --configs 1.5b --micro 8
 """
 
 from __future__ import annotations
@@ -31,9 +38,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import time
 
 import torch
+import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 
 from reference_trainer.losses import grpo_loss
@@ -95,13 +104,16 @@ def train_step(model, optimizer, batches, compiled: bool) -> None:
 
 
 def measure(model, args, device, compiled: bool = False) -> tuple[float, float | None]:
-    """Tokens per second over the timed steps (after warm-up steps) and the peak memory in GB."""
+    """Tokens per second over the timed steps (after warm-up steps), all ranks together, and the
+    largest peak memory of any rank in GB. Each rank trains on its own share of the global batch."""
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=fused, foreach=not fused)
-    g = torch.Generator(device=device).manual_seed(0)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    g = torch.Generator(device=device).manual_seed(rank)
     vocab = model.config.vocab_size
     shape = (1, args.seq_len)
-    batches = [torch.randint(0, vocab, shape, device=device, generator=g) for _ in range(args.micro)]
+    local = args.micro // world
+    batches = [torch.randint(0, vocab, shape, device=device, generator=g) for _ in range(local)]
     model.train()
     for _ in range(args.warmup):
         train_step(model, optimizer, batches, compiled)
@@ -115,7 +127,17 @@ def measure(model, args, device, compiled: bool = False) -> tuple[float, float |
     elapsed = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None  # not tracked on CPU
     del optimizer
-    return args.steps * args.micro * args.seq_len / elapsed, peak
+    elapsed, peak = largest(elapsed, device), (largest(peak, device) if peak is not None else None)
+    return args.steps * local * world * args.seq_len / elapsed, peak
+
+
+def largest(value: float, device) -> float:
+    """The maximum of ``value`` over the ranks (the slowest rank sets the step time)."""
+    if dist.get_world_size() == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
 
 
 def release(device) -> None:
@@ -128,13 +150,18 @@ def run_config(name: str, preset: str, args, device, mesh, peak_tflops: float) -
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     out: dict = {"preset": preset}
 
+    world = dist.get_world_size()
+    say = print if dist.get_rank() == 0 else lambda *a, **k: None
     model = load_model(preset, dtype=dtype, device=device)
     per_token = flops_per_token(model, args.seq_len)
     out["params_b"] = round(sum(p.numel() for p in model.parameters()) / 1e9, 3)
-    rate, mem = measure(model, args, device)
-    out.update(baseline_tokens_per_s=rate, baseline_mfu=rate * per_token / (peak_tflops * 1e12),
-               baseline_peak_mem_gb=mem)  # fmt: skip
-    print(f"{name} baseline (plain, eager): {rate:,.0f} tokens/s, MFU {out['baseline_mfu']:.1%}", flush=True)
+    if args.baseline and world == 1:  # the plain model is one device's; nothing to compare it with on N
+        rate, mem = measure(model, args, device)
+        out.update(baseline_tokens_per_s=rate, baseline_mfu=rate * per_token / (peak_tflops * 1e12),
+                   baseline_peak_mem_gb=mem)  # fmt: skip
+        say(
+            f"{name} baseline (plain, eager): {rate:,.0f} tokens/s, MFU {out['baseline_mfu']:.1%}", flush=True
+        )
     del model
     release(device)
 
@@ -142,17 +169,25 @@ def run_config(name: str, preset: str, args, device, mesh, peak_tflops: float) -
     for prefix, compiled in variants:
         model = shard_model(load_model(preset, device=device), mesh=mesh, compile_blocks=compiled)
         rate, mem = measure(model, args, device, compiled)
-        mfu = rate * per_token / (peak_tflops * 1e12)
+        mfu = rate * per_token / (world * peak_tflops * 1e12)
         out.update({f"{prefix}tokens_per_s": rate, f"{prefix}mfu": mfu, f"{prefix}peak_mem_gb": mem})
-        label = "FSDP2, compiled blocks" if compiled else "FSDP2, eager"
-        print(f"{name} trainer ({label}): {rate:,.0f} tokens/s, MFU {mfu:.1%}", flush=True)
+        label = ("FSDP2, compiled blocks" if compiled else "FSDP2, eager") + (
+            f", {world} ranks" if world > 1 else ""
+        )
+        say(f"{name} trainer ({label}): {rate:,.0f} tokens/s, MFU {mfu:.1%}", flush=True)
         del model
         release(device)
     return out
 
 
 def main(args) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if torch.cuda.is_available()
+        else torch.device("cpu")
+    )
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     gpu = device.type == "cuda"
     configs = GPU_CONFIGS if gpu else CPU_CONFIGS
     if args.configs:
@@ -167,7 +202,12 @@ def main(args) -> dict:
     measured = matmul_tflops(device, torch.bfloat16 if gpu else torch.float32)
     peak = next((v for k, v in DATASHEET_TFLOPS.items() if k in name), measured)
     mesh = init_distributed(device.type)
-    result: dict = {"device": name, "peak_tflops": peak, "matmul_tflops": measured, "seq_len": args.seq_len}
+    if args.micro % dist.get_world_size():
+        raise SystemExit(
+            f"--micro {args.micro} (the global batch) must divide evenly over {dist.get_world_size()} ranks"
+        )
+    result: dict = {"device": name, "peak_tflops": peak, "matmul_tflops": measured, "seq_len": args.seq_len,
+                    "world": dist.get_world_size(), "micro": args.micro}  # fmt: skip
     try:
         for config, preset in configs.items():
             result[config] = run_config(config, preset, args, device, mesh, peak)
@@ -187,12 +227,15 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer steps; on a GPU only the 0.5b config")
     parser.add_argument("--configs", help=f"comma-separated, from {sorted(GPU_CONFIGS)} (GPU) or tiny (CPU)")
     parser.add_argument("--seq-len", type=int, help="tokens per sequence (default 8192 on GPU, 512 on CPU)")
-    parser.add_argument("--micro", type=int, default=4, help="micro-batches (sequences) per optimizer step")
+    parser.add_argument("--micro", type=int, default=4,
+                        help="sequences per optimizer step over all ranks (the global batch)")  # fmt: skip
     parser.add_argument("--steps", type=int, help="timed steps (default 5, quick 2)")
     parser.add_argument("--warmup", type=int, help="untimed steps first (default 3, quick 2)")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile decoder blocks in the trainer path (default: on a GPU)")  # fmt: skip
     parser.add_argument("--eager-too", action="store_true", help="also time the eager FSDP2 path")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the plain model first (one process only)")  # fmt: skip
     cli = parser.parse_args()
     cli.steps = cli.steps or (2 if cli.quick else 5)
     cli.warmup = cli.warmup or (2 if cli.quick else 3)
@@ -201,9 +244,12 @@ if __name__ == "__main__":
     if cli.quick and not torch.cuda.is_available():
         cli.micro = min(cli.micro, 2)
     out = rounded(main(cli))
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise SystemExit(0)
     for config in (k for k, v in out.items() if isinstance(v, dict)):
-        mfu, base = out[config]["mfu"], out[config]["baseline_tokens_per_s"]
-        print(f"{config}: {out[config]['tokens_per_s'] / base:.2f}x the plain baseline, MFU {mfu:.1%}"
+        mfu, base = out[config]["mfu"], out[config].get("baseline_tokens_per_s")
+        ratio = f"{out[config]['tokens_per_s'] / base:.2f}x the plain baseline, " if base else ""
+        print(f"{config}: {ratio}MFU {mfu:.1%}"
               + (f" ({'meets' if mfu >= TARGET_MFU else 'MISSES'} the {TARGET_MFU:.0%} target)"
                  if config == "1.5b" else ""))  # fmt: skip
     print(json.dumps(out))

@@ -20,8 +20,13 @@ measured one is linearised step time / tree step time, both timed in this run on
 On a GPU the model is the Qwen2-0.5B shape in bfloat16 with 8192 unique tokens; on the CPU the
 tiny preset with 512.
 
-The last line of stdout is one JSON object: ``device``, ``model``, ``tokens``, ``branches`` and
-``ratios``, a list of ``{"ideal": r, "speedup": s, "tree_s": ..., "linear_s": ..., "build_s": ...}``.
+Under torchrun (one process per GPU) the model is sharded with FSDP2 as in the trainer (float32
+master weights, bfloat16 compute) and every rank trains its own tree of the same shape; a step's
+time is the slowest rank's. ``benchmarks/scaling.py`` runs it on 2 GPUs.
+
+The last line of stdout is one JSON object: ``device``, ``model``, ``tokens``, ``branches``,
+``world`` and ``ratios``, a list of
+``{"ideal": r, "speedup": s, "tree_s": ..., "linear_s": ..., "build_s": ...}``.
 Usage: python benchmarks/tree.py [--quick] [--tokens N] [--branches B] [--ratios 1,2,4]
 """
 
@@ -29,12 +34,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import torch
+import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 
 from reference_trainer.losses import grpo_loss
 from reference_trainer.model import load_model
+from reference_trainer.parallelize import init_distributed, shard_model
 from reference_trainer.rl import TREE_MIN_SHARING, token_logprobs
 from reference_trainer.tree import FlatTree, gather_paths, tree_logprobs
 
@@ -63,7 +72,10 @@ def linear_step(model, paths, optimizer, device, budget: int) -> None:
     """Paths (all the same length here) in micro-batches of at most ``budget`` tokens."""
     n_tokens = sum(len(p) - 1 for p in paths)
     rows = max(1, budget // len(paths[0]))
-    for start in range(0, len(paths), rows):
+    starts = range(0, len(paths), rows)
+    for start in starts:
+        if isinstance(model, FSDPModule):  # reduce gradients once, after the last micro-batch
+            model.set_requires_gradient_sync(start == starts[-1])
         ids = torch.tensor(paths[start : start + rows], device=device)
         logp = token_logprobs(model, ids, None)
         adv = torch.tensor([1.0 if b % 2 else -1.0 for b in range(start, start + len(ids))], device=device)
@@ -95,20 +107,34 @@ def timed(step, args, device) -> float:
     for _ in range(args.steps):
         step()
     sync(device)
-    return (time.perf_counter() - start) / args.steps
+    elapsed = (time.perf_counter() - start) / args.steps
+    if dist.is_initialized() and dist.get_world_size() > 1:  # the slowest rank sets the step time
+        t = torch.tensor([elapsed], dtype=torch.float64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        elapsed = float(t.item())
+    return elapsed
 
 
 def main(args) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    gpu = device.type == "cuda"
+    gpu = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if gpu else torch.device("cpu")
     preset = "qwen2-0.5b" if gpu else "tiny-dense"
-    model = load_model(preset, dtype=torch.bfloat16 if gpu else torch.float32, device=device).train()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        mesh = init_distributed(device.type)
+        model = shard_model(load_model(preset, device=device), mesh=mesh).train()
+    else:
+        model = load_model(preset, dtype=torch.bfloat16 if gpu else torch.float32, device=device).train()
+    rank = dist.get_rank() if world > 1 else 0
+    say = print if rank == 0 else lambda *a, **k: None
     fused = gpu
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-7, fused=fused, foreach=not fused)
     out = {"device": torch.cuda.get_device_name() if gpu else "cpu", "model": preset, "tokens": args.tokens,
-           "branches": args.branches, "ratios": []}  # fmt: skip
+           "branches": args.branches, "world": world, "ratios": []}  # fmt: skip
     for ratio in args.ratios:
-        paths = branches_of(ratio, args.tokens, args.branches, model.config.vocab_size, seed=int(ratio * 10))
+        paths = branches_of(
+            ratio, args.tokens, args.branches, model.config.vocab_size, seed=int(ratio * 10) + 1000 * rank
+        )
         tree = FlatTree.from_sequences([(p, [1] * len(p), [None] * len(p)) for p in paths]).to(device)
         step = lambda paths=paths: linear_step(model, paths, optimizer, device, args.tokens)  # noqa: E731
         linear_s = timed(step, args, device)
@@ -123,7 +149,7 @@ def main(args) -> dict:
                "tree_s": round(tree_s, 4), "linear_s": round(linear_s, 4),
                "build_s": round(build_s, 4)}  # fmt: skip
         out["ratios"].append(row)
-        print(f"ratio {row['ideal']:5.2f}: tree {tree_s * 1e3:8.1f} ms, linearised {linear_s * 1e3:8.1f} ms, "
+        say(f"ratio {row['ideal']:5.2f}: tree {tree_s * 1e3:8.1f} ms, linearised {linear_s * 1e3:8.1f} ms, "
               f"speedup {row['speedup']:.2f}x (ideal {row['ideal']:.2f}x)", flush=True)  # fmt: skip
     return out
 
@@ -146,6 +172,10 @@ if __name__ == "__main__":
     cli.steps = cli.steps or (2 if cli.quick else 5)
     cli.warmup = cli.warmup or (1 if cli.quick else 2)
     result = main(cli)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise SystemExit(0)
     rows = result["ratios"]
     meets = all(r["speedup"] >= TARGET * r["ideal"] for r in rows if r["ideal"] >= 2)
     never_slower = all(r["speedup"] >= 0.95 for r in rows if r["ideal"] < 1.05) or not any(

@@ -1,4 +1,4 @@
-"""FSDP2 sharding on CPU (gloo, loopback): two ranks with half the batch each give one rank's gradients."""
+"""FSDP2 sharding on CPU (gloo, loopback): 2 or 4 ranks, each with a share of the batch, match one process."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from reference_trainer.parallelize import decoder_blocks, global_count, shard_mo
 if not (dist.is_available() and dist.is_gloo_available()):
     pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
 
-WORLD = 2
+WORLDS = (2, 4)
 LENGTHS = [9, 5, 12, 7]  # tokens per sequence before right padding; uneven across ranks on purpose
 ADV = [1.0, -0.5, 2.0, -1.5]
 # variant: (model, shard_model options); the MoE is the tiny-moe preset (Qwen3-MoE, 4 experts, top-2)
@@ -71,14 +71,15 @@ def loss_on(model, rows, num_tokens=None):
     return grpo_loss(logp, old, adv, mask, num_tokens=num_tokens)
 
 
-def _worker(rank, port, out_dir):
-    mesh = join(rank, WORLD, port)
+def _worker(rank, port, out_dir, world):
+    mesh = join(rank, world, port)
+    per_rank = len(LENGTHS) // world
     try:
         for key, (kind, options) in OPTIONS.items():  # one spawn for all: starting a worker costs ~10 s
             model = build(kind)
             model.load_state_dict(torch.load(out_dir / f"{kind}.state.pt"))
             shard_model(model, mesh=mesh, **options)
-            rows = slice(2 * rank, 2 * rank + 2)
+            rows = slice(per_rank * rank, per_rank * (rank + 1))
             with torch.no_grad():
                 _, metrics = loss_on(model, rows)  # only to count this rank's tokens
             n_global = global_count(int(metrics["tokens"]), mesh)
@@ -90,14 +91,15 @@ def _worker(rank, port, out_dir):
             checkpointed = all(getattr(b, "gradient_checkpointing", False) for b in model.model.layers)
             if rank == 0:
                 out = {"loss": total, "grads": grads, "tokens": n_global, "checkpointed": checkpointed}
-                torch.save(out, out_dir / f"{key}.pt")
+                torch.save(out, out_dir / f"{key}-{world}.pt")
     finally:
         dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Per model kind, the 1-process model with its loss and gradients; each variant's 2-rank results."""
+    """Per model kind, the 1-process model with its loss and gradients; each variant's results on
+    each world size (one spawn per world size runs every variant)."""
 
     tmp = tmp_path_factory.mktemp("fsdp")
     single = {}
@@ -107,17 +109,21 @@ def runs(tmp_path_factory):
         loss, metrics = loss_on(model, slice(0, 4))
         loss.backward()
         single[kind] = (model, loss.detach(), metrics)
-    spawn(_worker, tmp, world=WORLD)
-    return single, {key: torch.load(tmp / f"{key}.pt") for key in OPTIONS}
+    results = {}
+    for world in WORLDS:
+        spawn(_worker, tmp, world, world=world)
+        results.update({(key, world): torch.load(tmp / f"{key}-{world}.pt") for key in OPTIONS})
+    return single, results
 
 
+@pytest.mark.parametrize("world", WORLDS)
 @pytest.mark.parametrize("key", list(OPTIONS))
-def test_two_ranks_match_one(runs, key):
-    """Loss summed over 2 FSDP ranks and the gathered gradients equal the 1-process ones to 1e-5."""
+def test_ranks_match_one(runs, key, world):
+    """Loss summed over 2 or 4 FSDP ranks and the gathered gradients equal the 1-process ones to 1e-5."""
     single, results = runs
     kind, options = OPTIONS[key]
     model, loss, metrics = single[kind]
-    out = results[key]
+    out = results[key, world]
     assert out["tokens"] == metrics["tokens"] == sum(n - 2 for n in LENGTHS)
     assert out["checkpointed"] == options.get("activation_checkpointing", False)
     torch.testing.assert_close(out["loss"], loss, rtol=0, atol=1e-5)
