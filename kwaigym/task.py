@@ -58,6 +58,14 @@ class Environment:
     """What the agent's sandbox may reach: ``proxy`` (only the model proxy), ``none``, ``open``."""
     allow_hosts: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     """Hosts reachable through the proxy besides model APIs (package indexes, say)."""
+    read_only_root: bool = True
+    """The image is mounted read-only, so no agent can replace what the verifier runs (bash, python,
+    test runners) or fill the host's disk; the workdir (bounded by ``disk_mb``, else by
+    ``memory_mb``), /tmp, /var/tmp, /run, /root and /home (each bounded by ``disk_mb``, else by
+    256 MB) stay writable as tmpfs copies of the image's content.
+    Set it false for a task whose agent must write elsewhere (or list those dirs in ``writable``)."""
+    writable: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """More directories the agent may write on a read-only root (``/etc/cron.d``, say)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -19,6 +19,9 @@ from kwaigym.task import Task
 
 BASE_IMAGE_ARG = "KWAIGYM_BASE_IMAGE"
 SOLUTION_DIR = "/solution"
+#: Where kwaigym stages files (the tests, the rewards, the oracle's solution): writable on a
+#: read-only root too.
+STAGING_DIRS = ("/tests", "/logs", SOLUTION_DIR)
 # The verifier's own time comes on top of the agent's, with a margin for setup and teardown.
 _SANDBOX_MARGIN_S = 120.0
 
@@ -61,10 +64,17 @@ def task_spec(
         workdir=e.workdir,
         env=dict(env or {}),
         resources=Resources(
-            cpus=e.cpus, memory_mb=e.memory_mb, pids=e.pids, disk_mb=e.disk_mb, wall_time_s=lifetime
+            cpus=e.cpus,
+            memory_mb=e.memory_mb,
+            pids=e.pids,
+            disk_mb=e.disk_mb,
+            wall_time_s=lifetime,
+            **({"scratch_mb": e.disk_mb} if e.disk_mb else {}),  # the task's disk bound, per directory
         ),
         network=network or NetworkPolicy(mode="none"),
         mounts=tuple(mounts),
+        read_only_root=e.read_only_root,
+        writable=(*e.writable, *STAGING_DIRS),
     )
 
 

@@ -240,7 +240,10 @@ class _Instance:
     def _environment(
         self, cache_root: Path, image_template: str | None, spec: RepoSpec, fields: Mapping[str, Any]
     ) -> tuple[Environment, str | None]:
-        """The prebuilt image, or a rendered build context; and the task root (that context)."""
+        """The prebuilt image, or a rendered build context; and the task root (that context).
+
+        The root stays writable: agents on SWE-bench images install into the image's own Python
+        environment (``pip install -e .``), which a read-only root would refuse."""
         image = self.text("image", required=False)
         if image is None and image_template is not None:
             key = fields["instance_id"].lower().replace("__", "_1776_")
@@ -249,7 +252,7 @@ class _Instance:
             except (KeyError, IndexError, ValueError) as exc:
                 raise ConfigError(f"image_template {image_template!r}: cannot fill in {exc}") from None
         if image is not None:
-            return Environment(image=image, workdir=WORKDIR), None
+            return Environment(image=image, workdir=WORKDIR, read_only_root=False), None
         install = self.text("install", required=False) or spec.install
         if install is not None and "\n" in install.strip():
             self.fail("install", "expected one line of shell (join commands with &&)")
@@ -257,7 +260,7 @@ class _Instance:
             workdir=WORKDIR, install=f"RUN {install.strip()}\n" if install else "", **fields
         )
         context = render_context(cache_root / fields["instance_id"], containerfile)
-        return Environment(build_context=".", workdir=WORKDIR), str(context)
+        return Environment(build_context=".", workdir=WORKDIR, read_only_root=False), str(context)
 
 
 def render_context(directory: Path, containerfile: str) -> Path:

@@ -13,6 +13,9 @@ time, ``[verifier] timeout_sec`` -> the verifier's, ``cpus``, ``memory_mb`` (or 
 default is closed where Harbor's is open), ``docker_image`` -> a prebuilt image used instead of
 building ``environment/`` (as Harbor does), ``workdir`` -> the workdir (else the Dockerfile's
 last plain ``WORKDIR``, else ``/workspace``). ``[metadata]`` is kept as ``Task.metadata``.
+kwaigym's own ``[environment]`` fields: ``setup``, ``read_only_root`` (default true: the image is
+mounted read-only, the workdir and scratch directories are writable) and ``writable`` (more
+directories the agent may write, such as ``["/etc/cron.d"]``).
 
 A field this module does not know is an error naming the file and the field: a typo such as
 ``cpu = 2`` must not silently run the task with one CPU. Harbor fields that kwaigym has no use
@@ -68,6 +71,8 @@ USED: Mapping[str, frozenset[str]] = {
             "docker_image",
             "workdir",
             "setup",
+            "read_only_root",
+            "writable",
         }
     ),
 }
@@ -256,6 +261,8 @@ def _environment(toml: _TomlFile, table: Mapping[str, Any], agent: Mapping[str, 
         "disk_mb": _size_mb(toml, table, "storage_mb", "storage"),
         "agent_timeout_s": toml.get(agent, "agent", "timeout_sec", "number"),
         "setup": toml.get(table, "environment", "setup", "str-list"),
+        "read_only_root": toml.get(table, "environment", "read_only_root", "bool"),
+        "writable": toml.get(table, "environment", "writable", "str-list"),
         "workdir": toml.get(table, "environment", "workdir", "str")
         or (_dockerfile_workdir(containerfile) if image is None else None),
     }

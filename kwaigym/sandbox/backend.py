@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 
 from kwaigym.errors import ImageError, SandboxError
 from kwaigym.sandbox import network, reaper, wire
-from kwaigym.sandbox.base import LABEL, LABEL_DEADLINE, LABEL_EPISODE, LABEL_OWNER, SandboxSpec
+from kwaigym.sandbox.base import LABEL, LABEL_DEADLINE, LABEL_EPISODE, LABEL_OWNER, SCRATCH_DIRS, SandboxSpec
 from kwaigym.sandbox.podman import PodmanSandbox, remove_container
 from kwaigym.sandbox.reaper import owner_id
 from kwaigym.sandbox.service import PodmanService
@@ -27,6 +27,21 @@ log = logging.getLogger(__name__)
 
 
 _GRACE_S = 30  # a sandbox's PID 1 outlives the in-process wall-time timer by this much
+
+# PID 1 of every sandbox: a shell that ignores every signal it can (the kernel then drops them when
+# they come from inside the sandbox, SIGKILL and SIGSTOP included, so no agent can end its own
+# sandbox), reaps orphans in ``wait`` (dash's and bash's wait reap any child), and exits at the
+# deadline, also when the host process that started it died. A killed ``sleep`` is started again.
+_KEEPER = (
+    'trap "" HUP INT QUIT PIPE ALRM TERM USR1 USR2; end=$(( $(date +%s) + {seconds} )); '
+    'while [ "$(date +%s)" -lt "$end" ]; do sleep 5 & wait; done'
+)
+
+
+def _tmpfs(destination: str, size_mb: int) -> dict:
+    """A size-bounded tmpfs at ``destination``, seeded with the image's content there."""
+    return {"destination": destination, "type": "tmpfs", "source": "tmpfs",
+            "options": [f"size={size_mb}m", "tmpcopyup", "exec"]}  # fmt: skip
 
 
 def container_spec(spec: SandboxSpec, *, name: str, owner: str) -> dict:
@@ -42,21 +57,20 @@ def container_spec(spec: SandboxSpec, *, name: str, owner: str) -> dict:
         }
         for m in spec.mounts
     ]
-    if res.disk_mb is not None:
-        mounts.append(
-            {
-                "destination": spec.workdir,
-                "type": "tmpfs",
-                "source": "tmpfs",
-                "options": [f"size={res.disk_mb}m", "tmpcopyup", "exec"],
-            }
-        )
+    if res.disk_mb is not None or spec.read_only_root:
+        mounts.append(_tmpfs(spec.workdir, res.disk_mb or res.memory_mb))
+    if spec.read_only_root:
+        taken = {m["destination"].rstrip("/") for m in mounts}
+        for path in dict.fromkeys(p.rstrip("/") for p in (*SCRATCH_DIRS, *spec.writable)):
+            if path not in taken:
+                mounts.append(_tmpfs(path, res.scratch_mb))
     return {
         "name": name,
         "image": spec.image,
-        "command": ["sleep", str(int(res.wall_time_s) + _GRACE_S)],
-        "init": True,
+        "entrypoint": ["/bin/sh", "-c"],
+        "command": [_KEEPER.format(seconds=int(res.wall_time_s) + _GRACE_S)],
         "remove": True,
+        "read_only_filesystem": spec.read_only_root,
         "labels": {
             LABEL: "1",
             LABEL_EPISODE: spec.episode_id,

@@ -23,6 +23,10 @@ LABEL_EPISODE = "io.kwaigym.episode"
 LABEL_OWNER = "io.kwaigym.owner"
 LABEL_DEADLINE = "io.kwaigym.deadline"
 
+#: Directories a read-only root keeps writable (size-bounded tmpfs copies of the image's content):
+#: temporary files, runtime state and home directories, where agents keep their own config.
+SCRATCH_DIRS = ("/tmp", "/var/tmp", "/run", "/root", "/home")
+
 
 def _positive(instance, attribute, value):
     if value is not None and value <= 0:
@@ -42,7 +46,10 @@ class Resources:
     wall_time_s: float = attrs.field(default=3600.0, validator=_positive)
     """Lifetime of the sandbox; past it the container is killed, also if the host process died."""
     disk_mb: int | None = attrs.field(default=None, validator=_positive)
-    """Size bound of the writable workdir (a memory-backed tmpfs seeded from the image); None: unbounded."""
+    """Size bound of the writable workdir (a memory-backed tmpfs seeded from the image); None: unbounded
+    (on a read-only root: ``memory_mb``)."""
+    scratch_mb: int = attrs.field(default=256, validator=_positive)
+    """Size bound of each writable directory of a read-only root (``SCRATCH_DIRS``, ``writable``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -116,6 +123,21 @@ class SandboxSpec:
     """Extra bind mounts (scaffold bundles, read-only)."""
     user: str | None = None
     """User for exec calls; None: the image's default."""
+    read_only_root: bool = False
+    """Mount the image read-only: binaries, libraries and configuration stay as built, whatever runs
+    inside (a verifier then runs the image's own tools), and disk use is bounded everywhere. The
+    workdir, ``SCRATCH_DIRS`` and ``writable`` become size-bounded tmpfs copies of the image's
+    content (counted in the memory limit as they fill)."""
+    writable: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """More absolute directories to keep writable on a read-only root (``/etc/cron.d``, say)."""
+
+    def __attrs_post_init__(self):
+        for path in self.writable:
+            if not path.startswith("/") or path.rstrip("/") == "":
+                raise ConfigError(
+                    f"episode {self.episode_id}: writable directories must be absolute and not '/', "
+                    f"got {path!r}"
+                )
 
 
 @attrs.frozen

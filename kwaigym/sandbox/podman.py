@@ -4,10 +4,13 @@ What is isolated: each sandbox is a rootful podman container with its own
 mount, pid, network, ipc and uts namespaces, podman's default capability set
 (no CAP_NET_ADMIN, CAP_NET_RAW or CAP_SYS_ADMIN), no-new-privileges, and cgroup
 limits on cpu, memory (swap included) and pids. Its lifetime is bounded twice:
-by a timer in this process, and by its own PID 1 (``sleep <wall time>`` under
-podman's init), so a sandbox ends and removes itself even if this process is
-killed. What is not isolated: the kernel is shared (a container is not a VM),
-and a sandbox with network mode ``open`` reaches the internet.
+by a timer in this process, and by its own PID 1 (a shell that ignores signals
+from inside, reaps orphans and exits at the deadline), so a sandbox ends and
+removes itself even if this process is killed, and no agent can end it early.
+With ``read_only_root`` the image is mounted read-only and only size-bounded
+tmpfs copies (workdir, scratch directories) are writable. What is not isolated:
+the kernel is shared (a container is not a VM), and a sandbox with network mode
+``open`` reaches the internet.
 
 Containers are created from a SpecGenerator document sent directly to the REST
 API, because podman-py's docker-style translation drops CPU quotas and tmpfs
@@ -256,7 +259,7 @@ class PodmanSandbox:
             info = tarfile.TarInfo(self._abs(path).lstrip("/"))
             info.size, info.mode, info.mtime = len(data), mode, int(time.time())
             tar.addfile(info, io.BytesIO(data))
-        await self._put_archive(buf.getvalue())
+        await self._put_archive(buf.getvalue(), path)
 
     async def get_file(self, path: str) -> bytes:
         """Read one regular file from the sandbox."""
@@ -282,7 +285,7 @@ class PodmanSandbox:
                 tar.add(local_dir, arcname=target)
             return buf.getvalue()
 
-        await self._put_archive(await asyncio.to_thread(pack))
+        await self._put_archive(await asyncio.to_thread(pack), path)
 
     async def get_dir(self, path: str, local_dir: str) -> None:
         """Copy the sandbox directory ``path`` into ``local_dir`` on the host (its contents)."""
@@ -298,11 +301,16 @@ class PodmanSandbox:
     def _abs(self, path: str) -> str:
         return path if path.startswith("/") else os.path.join(self.spec.workdir, path)
 
-    async def _put_archive(self, data: bytes) -> None:
+    async def _put_archive(self, data: bytes, path: str) -> None:
         self._check_open()
         container = self.service.client.containers.prepare_model({"Id": self.id})
         if not await self.service.call(container.put_archive, "/", data):
-            raise SandboxError("could not copy files into the sandbox", episode_id=self.episode_id)
+            where = " (the root is read-only: use the workdir, a scratch dir or spec.writable)"
+            raise SandboxError(
+                f"could not copy files to {path} in the sandbox"
+                + (where if self.spec.read_only_root else ""),
+                episode_id=self.episode_id,
+            )
 
     async def _get_archive(self, path: str) -> bytes:
         import podman.errors

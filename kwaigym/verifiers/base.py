@@ -34,6 +34,9 @@ TESTS_DIR = "/tests"
 LOGS_DIR = "/logs/verifier"
 """Where tests write ``reward.txt`` / ``reward.json``; emptied before the tests run."""
 SEAL_TIMEOUT_S = 60.0
+VERIFIER_ENV = {"PYTHONNOUSERSITE": "1"}
+"""Environment of the commands a verifier runs: no Python user site, which lives in the agent's
+writable home (a planted ``usercustomize.py`` would run inside the tests)."""
 """Bound of the sealing step; it does not count against the task's verifier timeout."""
 
 
@@ -129,8 +132,8 @@ def need_sandbox(sandbox: Sandbox | None, kind: str) -> Sandbox:
 
 # -- sealing ------------------------------------------------------------------------------------
 
-# Kills every process outside the session of PID 1. PID 1 is podman's init and its session holds
-# only the container's own command (whose end would end the sandbox); every exec'd process, and
+# Kills every process outside the session of PID 1. PID 1 is the sandbox's keeper shell and its
+# session holds only the keeper's own sleeps; every exec'd process, and
 # so everything the agent started, is in another session, and no process can join a session it
 # was not born in. Shell builtins only (no fork: the sealer is the one process it spares, and it
 # works at the pids limit); each round stops the processes first so a fork loop cannot outrun it.
@@ -155,7 +158,8 @@ done
 if [ -n "$found" ]; then echo "processes survived: $found" >&2; exit 3; fi
 """
 _RESET_SCRIPT = f"""
-rm -rf {TESTS_DIR} {LOGS_DIR} || exit 4
+if [ -L {TESTS_DIR} ]; then rm -f {TESTS_DIR}; fi
+mkdir -p {TESTS_DIR} && find {TESTS_DIR} -mindepth 1 -delete && rm -rf {LOGS_DIR} || exit 4
 if [ -L /logs ]; then rm -f /logs; fi
 mkdir -p {LOGS_DIR} && chmod 777 {LOGS_DIR} || exit 5
 echo "sealed after $round round(s)"

@@ -21,6 +21,7 @@ from kwaigym.task import Task, VerifierSpec
 from kwaigym.verifiers.base import (
     LOGS_DIR,
     TESTS_DIR,
+    VERIFIER_ENV,
     Attempt,
     VerifierResult,
     need_sandbox,
@@ -60,7 +61,7 @@ class ScriptVerifier:
         if not tests.is_dir():
             raise ConfigError(f"the script verifier's tests directory {tests} does not exist")
         await sandbox.put_dir(str(tests), TESTS_DIR)
-        run = await sandbox.exec(self.params.command, cwd=task.environment.workdir)
+        run = await sandbox.exec(self.params.command, cwd=task.environment.workdir, env=VERIFIER_ENV)
         details = {"exit_code": run.exit_code, "output_tail": tail(run.output)}
         text = await read_text(sandbox, f"{LOGS_DIR}/reward.txt")
         data = await read_text(sandbox, f"{LOGS_DIR}/reward.json")

@@ -24,7 +24,15 @@ import attrs
 from kwaigym.errors import ConfigError
 from kwaigym.sandbox.base import Sandbox
 from kwaigym.task import Task, VerifierSpec
-from kwaigym.verifiers.base import Attempt, VerifierError, VerifierResult, need_sandbox, parse_params, tail
+from kwaigym.verifiers.base import (
+    VERIFIER_ENV,
+    Attempt,
+    VerifierError,
+    VerifierResult,
+    need_sandbox,
+    parse_params,
+    tail,
+)
 from kwaigym.verifiers.parsers import PARSERS, PASSED, canonical_id
 
 MISSING = "MISSING"
@@ -91,7 +99,7 @@ class SweVerifier:
         # Stale bytecode would run old code: Python trusts a .pyc whose source has the same size and
         # mtime second, which an edit right after a test run can keep. The tests compile afresh.
         purge = "find . -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null; "
-        run = await sandbox.exec(purge + p.test_command, cwd=workdir, max_output=_LOG_CAP)
+        run = await sandbox.exec(purge + p.test_command, cwd=workdir, env=VERIFIER_ENV, max_output=_LOG_CAP)
         log = f"{run.stdout}\n{run.stderr}"
         statuses = PARSERS[p.parser](log)
         tests = {t: statuses.get(canonical_id(p.parser, t), MISSING) for t in p.fail_to_pass + p.pass_to_pass}

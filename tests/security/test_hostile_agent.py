@@ -8,13 +8,13 @@ Six episodes run at once, against one proxy and one podman service (module fixtu
 - ``bystander``: the oracle policy on the same task, kept alive until ``hostile`` is done; it holds
   a secret file and a listening server, and must still score 1;
 - ``sleeper``: sleeps forever; the wall-time limit must end it;
-- ``init_killer``: sends SIGTERM to the sandbox's PID 1;
+- ``init_killer``: sends SIGTERM and SIGKILL to the sandbox's PID 1 and kills its keeper sleep;
 - ``self_killer``: kills the scaffold's own process from its tool;
 - ``swapper``: replaces the bash that the verifier will use.
 
-Attempts that kwaigym does not contain today are ``xfail(strict=True)`` tests naming the finding
-(SECURITY.md lists them): fixing one makes its test pass, and the strict mark then fails the run
-until the mark is removed.
+The task runs as bundled tasks do, on a read-only root (the workdir and scratch directories are
+bounded tmpfs copies). An attempt kwaigym did not contain would be an ``xfail(strict=True)`` test
+naming the finding, listed in SECURITY.md; there are none today.
 
 Each test reads one attempt's recorded tool result (``exit code N`` + output, as `mini` reports
 it to the policy) and the episodes' records. Network rule: the sandboxes reach only this host's
@@ -48,7 +48,7 @@ pytestmark = pytest.mark.podman
 MEMORY_MB, PIDS, DISK_MB = 256, 64, 32
 BUNDLE = registry.get("mini").target
 BYSTANDER_PORT = 8123
-TERM_INIT = "kill -TERM 1; sleep 10; echo survived"
+TERM_INIT = "kill -TERM 1; kill -KILL 1; pkill -9 -x sleep; sleep 2; echo survived"
 KILL_AGENT = "kill -9 $PPID"
 # Replaces the bash that the verifier will run its hidden tests with by one that reports a pass
 # (renamed over it: the running bash cannot be written to).
@@ -154,7 +154,7 @@ def attempts(host: dict) -> dict[str, str]:
             "find / \\( -path /proc -o -path /sys \\) -prune -o -type s -print 2>/dev/null; echo searched"
         ),
         # -- mounts
-        "mount_tmpfs": "mkdir -p /mnt/t && mount -t tmpfs none /mnt/t",
+        "mount_tmpfs": "mkdir -p /tmp/t && mount -t tmpfs none /tmp/t",
         "remount_bundle": f"mount -o remount,rw {BUNDLE}",
         "write_bundle": f"touch {BUNDLE}/agent.py",
         "userns_remount": f"unshare -Urm sh -c 'echo in-userns; mount -o remount,rw {BUNDLE}'",
@@ -192,8 +192,9 @@ def attempts(host: dict) -> dict[str, str]:
             'echo "dd=${PIPESTATUS[0]}"; rm -f /workspace/fill'
         ),
         "disk_elsewhere": (
-            f"dd if=/dev/zero of=/tmp/fill bs=1M count={DISK_MB + 16} 2>&1 | tail -1; "
-            'echo "dd=${PIPESTATUS[0]}"; rm -f /tmp/fill'
+            f"dd if=/dev/zero of=/tmp/fill bs=1M count={DISK_MB + 16} 2>&1 | head -1; "
+            'echo "dd=${PIPESTATUS[0]}"; rm -f /tmp/fill; '
+            "for d in /var/cache /usr/local /etc /opt /; do touch $d/fill 2>&1; done"
         ),
         "huge_tool_output": "head -c 10000000 /dev/zero | tr '\\0' y",
         "flood_agent_stdout": "head -c 20000000 /dev/zero | tr '\\0' z > /proc/$PPID/fd/1; echo flooded",
@@ -481,24 +482,11 @@ def test_workdir_fill_stops_at_its_quota(tried):
     assert "No space left on device" in output and "dd=1" in output
 
 
-UNBOUNDED_DISK = (
-    "finding: disk_mb bounds only the workdir; the rest of the container's writable layer lives on "
-    "the host's disk without a quota (SECURITY.md)"
-)
-SWAPPED_BASH = (
-    "finding: the verifier runs the tests with the sandbox's own binaries, which the agent (root) can "
-    "replace; a fake bash scores a bogus answer 1 (SECURITY.md)"
-)
-SELF_ENDED = (
-    "finding: a sandbox the agent ended itself is reported as infra_error (masked and retried), "
-    "not as the agent's failure (SECURITY.md)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=UNBOUNDED_DISK)
 def test_disk_outside_the_workdir_is_bounded(tried):
-    """Writing past the disk bound outside the workdir (/tmp) should fail too."""
-    assert "No space left on device" in tried["disk_elsewhere"][1]
+    """Outside the workdir, /tmp is bounded as the workdir is, and the image itself is read-only."""
+    code, output = tried["disk_elsewhere"]
+    assert "No space left on device" in output and "dd=1" in output, output
+    assert output.count("Read-only file system") == 5, output
 
 
 def test_huge_outputs_are_capped(tried, world):
@@ -567,28 +555,18 @@ def test_bystander_is_unaffected(world):
     assert (bystander.status, bystander.reward, bystander.reward_valid) == (OK, 1.0, True), bystander.error
 
 
-def test_killing_pid1_ends_only_its_own_sandbox(world):
-    """SIGTERM to PID 1 (forwarded by podman's init to the keeper process) removes the agent's own
-    sandbox; the episode gets no reward and the bystander is unaffected."""
+def test_killing_pid1_cannot_end_the_sandbox(world):
+    """SIGTERM and SIGKILL to PID 1 are dropped and a killed keeper sleep comes back: the agent goes
+    on, its episode ends normally with a valid reward (0: no answer), the bystander is unaffected."""
     killer = world["init_killer"]
-    assert (killer.reward, killer.reward_valid) == (0.0, False) and killer.calls
+    assert tool_results(killer)["term"] == (0, "survived\n")
+    assert (killer.status, killer.reward, killer.reward_valid) == (OK, 0.0, True), killer.error
     assert world["bystander"].reward == 1.0
 
 
-@pytest.mark.xfail(strict=True, reason=SELF_ENDED)
-def test_killing_pid1_is_the_agents_failure(world):
-    """An agent that ends its own sandbox should get agent_error, not infra_error."""
-    assert world["init_killer"].status == AGENT_ERROR
-
-
-def test_swapped_bash_ran_as_the_agent_asked(world):
-    """The agent replaced /usr/bin/bash and left a bogus answer; the episode ended normally."""
+def test_verifier_binaries_cannot_be_swapped(world):
+    """Replacing the bash the verifier runs fails (read-only image); the bogus answer scores 0."""
     swapper = world["swapper"]
-    (code, output) = tool_results(swapper)["swap"]
-    assert (code, output, swapper.status, swapper.reward_valid) == (0, "swapped\n", OK, True)
-
-
-@pytest.mark.xfail(strict=True, reason=SWAPPED_BASH)
-def test_swapped_bash_does_not_fool_the_verifier(world):
-    """A bogus answer should score 0 even when the agent replaced the test interpreter."""
-    assert world["swapper"].reward == 0.0
+    code, output = tool_results(swapper)["swap"]
+    assert code != 0 and "Read-only file system" in output, output
+    assert (swapper.status, swapper.reward, swapper.reward_valid) == (OK, 0.0, True), swapper.error

@@ -74,6 +74,19 @@ async def test_prewritten_reward_and_agent_edited_tests_are_ignored(sandbox, tmp
     assert "extra_agent_file" not in listing.stdout and "reward.json" not in listing.stdout
 
 
+async def test_a_planted_user_site_module_is_not_loaded(sandbox, tmp_path):
+    """A usercustomize.py the agent put in its (writable) home would run inside the tests' Python
+    and could make a failing run exit 0; verifiers run Python without the user site."""
+    task = script_task(tmp_path)
+    await sandbox.put_file("/workspace/add.py", ADD_WRONG)
+    site = (await sandbox.exec("python3 -m site --user-site")).stdout.strip()
+    await sandbox.put_file(f"{site}/usercustomize.py", b"import os\nos._exit(0)\n")
+    hijacked = await sandbox.exec("python3 -c 'print(1)'")
+    assert (hijacked.exit_code, hijacked.stdout) == (0, ""), "the planted module should load here"
+    result = await verify(sandbox, task, Attempt())
+    assert (result.reward, result.reward_valid) == (0.0, True), result
+
+
 async def test_background_processes_are_killed_before_the_tests(sandbox, tmp_path):
     """Loops that keep writing reward.txt (detached, in their own session, in the agent's shell, as
     another user) are killed: the test script's exit code decides, and nothing of the agent is left."""
