@@ -293,15 +293,17 @@ def opd_advantages(
 
     The teacher only scores the sampled tokens (log-probs, no full logits); the student's
     log-probs are those of the policy that sampled (the rollout's, or the old train policy's).
-    Nothing here carries a gradient. ``lam = 0`` gives back the RL advantage.
+    Nothing here carries a gradient. ``lam = 0`` gives back the RL advantage. A NaN teacher
+    log-prob (a row no teacher scored) leaves that token's advantage at ``A_i``.
     """
     if lam < 0:
         raise ConfigError(f"opd_advantages: lam must be >= 0, got {lam}")
     import torch
 
     keep_BT = mask_BT > 0
+    taught_BT = keep_BT & torch.isfinite(teacher_logp_BT)
     gap_BT = torch.where(
-        keep_BT, student_logp_BT - teacher_logp_BT, torch.zeros((), dtype=student_logp_BT.dtype)
+        taught_BT, student_logp_BT - teacher_logp_BT, torch.zeros((), dtype=student_logp_BT.dtype)
     )
     adv_BT = adv_B.detach()[:, None].to(gap_BT.dtype) - lam * gap_BT.detach()
     return torch.where(keep_BT, adv_BT, torch.zeros((), dtype=adv_BT.dtype))

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from kwaigym.task import Task
     from reference_trainer.engine.local import LocalEngine
+    from reference_trainer.teacher import TeacherScorer
 
 LOSSES = ("turn_gspo", "grpo")
 
@@ -299,13 +300,19 @@ async def rl_step(
     *,
     backend=None,
     optimizer,
+    teacher_for: Callable[[str], TeacherScorer | None] | None = None,
 ) -> dict[str, float]:
-    """Roll out ``config.group_size`` episodes per task with ``engine``, then one :func:`update`."""
+    """Roll out ``config.group_size`` episodes per task with ``engine``, then one :func:`update`.
+
+    ``teacher_for`` (task id -> teacher, or None) makes the step On-Policy Distillation jointly
+    with RL: each sample is scored by its task's teacher (:mod:`reference_trainer.teacher`); needs
+    ``config.loss == "grpo"``."""
     from kwaigym.policies import Policy
     from kwaigym.rollout import rollout
     from kwaigym.trajectory.store import episode_to_dict
     from reference_trainer.data import collate, samples_from_episodes
     from reference_trainer.engine.local import LocalResponder
+    from reference_trainer.teacher import teacher_logprobs
 
     engine.max_new_tokens = config.max_new_tokens
     responder = LocalResponder(engine)
@@ -320,11 +327,17 @@ async def rl_step(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     batch = collate(samples, pad_id)
     known_BT = known_logprobs(samples, batch["input_ids"].shape[1])
+    teacher_BT, opd = None, {}
+    if teacher_for is not None and samples:
+        started = time.perf_counter()
+        teacher_BT = teacher_logprobs(batch, [teacher_for(s.group_id) for s in samples])
+        opd = _opd_metrics(batch, teacher_BT, time.perf_counter() - started)
     started = time.perf_counter()
     with engine.lock:  # a served engine (reference_trainer.engine.server) samples between steps only
         metrics = update(
-            engine.model, batch, config, optimizer, known_BT=known_BT, temperature=engine.temperature
-        )
+            engine.model, batch, config, optimizer, known_BT=known_BT, temperature=engine.temperature,
+            teacher_BT=teacher_BT,
+        )  # fmt: skip
     update_s = time.perf_counter() - started
     metrics["weights_version"] = float(engine.update_weights())  # in place already: the version moves on
     trained_tokens = float(batch["attention_mask"].sum()) if batch["input_ids"].numel() else 0.0
@@ -347,5 +360,17 @@ async def rl_step(
         train_tokens_per_s=trained_tokens / update_s if update_s > 0 else 0.0,
         **{f"data_{k}": float(v) for k, v in attrs.asdict(report).items()},
         **statuses,
+        **opd,
     )
     return metrics
+
+
+def _opd_metrics(batch, teacher_BT, teacher_s: float) -> dict[str, float]:
+    """How far the student is from its teachers on its own tokens (mean log pi_s - log pi_t)."""
+    import torch
+
+    student_BT = batch["rollout_logprobs"][:, 1:]
+    taught = (batch["loss_mask"][:, 1:] > 0) & torch.isfinite(teacher_BT) & torch.isfinite(student_BT)
+    gap = (student_BT - teacher_BT)[taught]
+    return {"opd_reverse_kl": float(gap.mean()) if gap.numel() else math.nan,
+            "opd_taught_tokens": float(taught.sum()), "teacher_s": teacher_s}  # fmt: skip
