@@ -99,15 +99,24 @@ class VerifierSpec:
 @attrs.frozen(kw_only=True)
 class Solution:
     """A reference solution, used by ``kwaigym validate`` and the oracle policy: a ``script``
-    (shell, run in the workdir), a ``patch`` (unified diff applied in the workdir) or an
-    ``answer`` (the text a code-generation or QA task expects). Paths are relative to the root."""
+    (shell, run in the workdir), a ``command`` (one shell command, inline), a ``patch`` (unified
+    diff applied in the workdir) or an ``answer`` (the text a code-generation or QA task expects).
+    Paths are relative to the root. One that gives none of them is refused: it would "solve"
+    nothing, and validation would blame the task."""
 
     script: str | None = None
     """Path of a shell script (e.g. ``solution/solve.sh``)."""
+    command: str | None = None
+    """One shell command, run in the workdir, that solves the task: generated tasks carry their
+    solution inline, so the oracle's tool call shows the real command and its trajectories teach it."""
     patch: str | None = None
     """A unified diff (its text)."""
     answer: str | None = None
     """The final answer (text)."""
+
+    def __attrs_post_init__(self):
+        if not (self.script or self.command or self.patch or self.answer is not None):
+            raise ConfigError("a solution needs a script, command, patch or answer")
 
 
 @attrs.frozen(kw_only=True)

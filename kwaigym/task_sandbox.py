@@ -90,13 +90,17 @@ async def run_setup(sandbox: Sandbox, task: Task, *, timeout: float = 600) -> No
 
 
 def solution_command(task: Task) -> str | None:
-    """The shell command that applies the task's staged reference solution in its workdir (see
-    :func:`stage_solution`), or None when the solution is only an answer."""
+    """The shell command that applies the task's reference solution in its workdir (see
+    :func:`stage_solution`), or None when the solution is only an answer. A script wins (it
+    usually applies the patch itself); an inline ``command`` is returned as it is, so the
+    oracle's tool call shows the real command rather than a staged file's name."""
     solution = task.solution
     if solution is None:
         raise ConfigError("the task has no reference solution", task_id=task.id)
     if solution.script:
         return f"bash {shlex.quote(f'{SOLUTION_DIR}/{Path(solution.script).name}')}"
+    if solution.command:
+        return solution.command
     if solution.patch:
         return f"git apply {SOLUTION_DIR}.patch 2>/dev/null || patch -p1 --forward < {SOLUTION_DIR}.patch"
     return None
@@ -105,17 +109,18 @@ def solution_command(task: Task) -> str | None:
 async def stage_solution(sandbox: Sandbox, task: Task) -> str | None:
     """Put the task's reference solution into the sandbox; return the shell command that applies it
     (run in the workdir), or None when the solution is only an answer. A script comes with its
-    ``solution/`` folder at ``/solution``; a patch is used only when there is no script (which
-    usually applies the patch itself)."""
+    ``solution/`` folder at ``/solution``; an inline command needs nothing staged; a patch is used
+    only when there is neither (a script usually applies the patch itself)."""
     command = solution_command(task)
     solution = task.solution
     if solution.script:
         script = task.path(solution.script)
         if not script.is_file():
             raise ConfigError(f"solution script {script} does not exist", task_id=task.id)
-        await sandbox.exec(f"rm -rf {SOLUTION_DIR} && mkdir -p {SOLUTION_DIR}")
+        # /solution may be a tmpfs mount point (read-only root): empty it, never remove it
+        await sandbox.exec(f"mkdir -p {SOLUTION_DIR} && find {SOLUTION_DIR} -mindepth 1 -delete")
         await sandbox.put_dir(str(script.parent), SOLUTION_DIR)
-    elif solution.patch:
+    elif solution.patch and not solution.command:
         await sandbox.put_file(f"{SOLUTION_DIR}.patch", solution.patch.encode())
     return command
 

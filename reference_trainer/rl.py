@@ -301,12 +301,14 @@ async def rl_step(
     backend=None,
     optimizer,
     teacher_for: Callable[[str], TeacherScorer | None] | None = None,
+    scaffold_for: Callable[[Task], str] | None = None,
 ) -> dict[str, float]:
     """Roll out ``config.group_size`` episodes per task with ``engine``, then one :func:`update`.
 
     ``teacher_for`` (task id -> teacher, or None) makes the step On-Policy Distillation jointly
     with RL: each sample is scored by its task's teacher (:mod:`reference_trainer.teacher`); needs
-    ``config.loss == "grpo"``."""
+    ``config.loss == "grpo"``. ``scaffold_for`` (task -> scaffold name) runs tasks of several
+    domains each with its own agent (default: ``config.scaffold`` for all)."""
     from kwaigym.policies import Policy
     from kwaigym.rollout import rollout
     from kwaigym.trajectory.store import episode_to_dict
@@ -317,9 +319,14 @@ async def rl_step(
     engine.max_new_tokens = config.max_new_tokens
     responder = LocalResponder(engine)
     started = time.perf_counter()
-    results = await rollout(list(tasks), [config.scaffold], lambda task, scaffold: Policy(responder),
-                            samples=config.group_size, concurrency=config.concurrency, backend=backend,
-                            show_progress=False)  # fmt: skip
+    by_scaffold: dict[str, list[Task]] = {}
+    for task in tasks:
+        by_scaffold.setdefault(scaffold_for(task) if scaffold_for else config.scaffold, []).append(task)
+    results = []
+    for scaffold, group in by_scaffold.items():
+        results += await rollout(group, [scaffold], lambda task, scaffold: Policy(responder),
+                                 samples=config.group_size, concurrency=config.concurrency, backend=backend,
+                                 show_progress=False)  # fmt: skip
     rollout_s = time.perf_counter() - started
     records = [episode_to_dict(r) for r in results]
     samples, report = samples_from_episodes(records, engine.tokenizer)

@@ -24,8 +24,11 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
 
-SPECIAL_TOKENS = ("<|end|>", "<|eos|>", "<tool_call>", "</tool_call>")
-"""``<|end|>`` closes a message (and pads), ``<|eos|>`` ends a completion."""
+SPECIAL_TOKENS = ("<|end|>", "<|eos|>")
+"""``<|end|>`` closes a message (and pads; sampling stops at it: it ends the assistant's turn),
+``<|eos|>`` ends a completion."""
+TOOL_TAGS = ("<tool_call>", "</tool_call>")
+"""One token each, but not special: decoding keeps them, so the engine can read tool calls back."""
 
 CHAT_TEMPLATE = (
     "{% if tools %}<|tools|>{{ tools | tojson }}<|end|>\n{% endif %}"
@@ -39,7 +42,8 @@ CHAT_TEMPLATE = (
 
 
 def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """256 byte tokens then :data:`SPECIAL_TOKENS` (vocabulary 260), with :data:`CHAT_TEMPLATE`."""
+    """256 byte tokens, :data:`SPECIAL_TOKENS`, then :data:`TOOL_TAGS` (vocabulary 260), with
+    :data:`CHAT_TEMPLATE`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -49,6 +53,7 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.add_special_tokens(list(SPECIAL_TOKENS))
+    tok.add_tokens(list(TOOL_TAGS))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|eos|>", pad_token="<|end|>")
     fast.chat_template = CHAT_TEMPLATE
     return fast
@@ -71,16 +76,19 @@ def build_model_dir(
 ) -> Path:
     """Write preset ``preset`` (random weights under ``seed``) and :func:`byte_tokenizer` to ``path``.
 
-    The vocabulary is the tokenizer's; the end-of-sequence and padding ids are set in the config, so
-    sampling stops at ``<|eos|>``. ``ascii_only`` writes :func:`unprintable_ids` into the generation
-    config's ``suppress_tokens`` (see there why). Returns ``path``.
+    The vocabulary is the tokenizer's; the end-of-sequence and padding ids are set in the config, and
+    sampling stops at ``<|end|>`` (the end of the assistant's turn) or ``<|eos|>``. ``ascii_only``
+    writes :func:`unprintable_ids` into the generation config's ``suppress_tokens`` (see there why).
+    Returns ``path``.
     """
     from reference_trainer.model import load_model
 
     path = Path(path)
     tokenizer = byte_tokenizer()
     model = load_model(preset, vocab_size=len(tokenizer), seed=seed)
-    model.config.eos_token_id = model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|end|>")
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, end_of_turn]
     model.config.pad_token_id = model.generation_config.pad_token_id = tokenizer.pad_token_id
     if ascii_only:
         model.generation_config.suppress_tokens = unprintable_ids(tokenizer)

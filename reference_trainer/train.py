@@ -136,11 +136,21 @@ class MetricsLog:
         self.writer.close()
 
 
-async def train(config: TrainConfig, *, backend=None, console=None) -> list[dict[str, Any]]:
+async def train(
+    config: TrainConfig,
+    *,
+    backend=None,
+    console=None,
+    tasks: Sequence[Task] | None = None,
+    teacher_for=None,
+    scaffold_for=None,
+) -> list[dict[str, Any]]:
     """Run the loop (see the module docstring); returns the metrics of the steps run now.
 
     ``backend`` is a :class:`~kwaigym.sandbox.PodmanBackend` to share (default: the rollout
-    runner's own). Resumes from the newest checkpoint under ``out/checkpoints``.
+    runner's own). Resumes from the newest checkpoint under ``out/checkpoints``. ``tasks`` replaces
+    the dataset selection (tasks of several datasets); ``teacher_for`` and ``scaffold_for`` go to
+    :func:`~reference_trainer.rl.rl_step` (On-Policy Distillation, one agent per domain).
     """
     import torch
     from rich.console import Console
@@ -149,7 +159,7 @@ async def train(config: TrainConfig, *, backend=None, console=None) -> list[dict
     from reference_trainer.rl import make_trainer, rl_step
 
     console = console or Console(stderr=True)
-    tasks = select_tasks(config)
+    tasks = list(tasks) if tasks is not None else select_tasks(config)
     config.out.mkdir(parents=True, exist_ok=True)
     engine, optimizer = make_trainer(model_dir(config.model, config.out, seed=config.rl.seed), config.rl)
     checkpoints = config.out / "checkpoints"
@@ -163,7 +173,8 @@ async def train(config: TrainConfig, *, backend=None, console=None) -> list[dict
         for step in range(done + 1, config.steps + 1):
             engine.generator.manual_seed(config.rl.seed * 1_000_003 + step)
             chosen = tasks_for_step(tasks, step - 1, config.tasks_per_step)
-            metrics = await rl_step(engine, chosen, config.rl, backend=backend, optimizer=optimizer)
+            metrics = await rl_step(engine, chosen, config.rl, backend=backend, optimizer=optimizer,
+                                    teacher_for=teacher_for, scaffold_for=scaffold_for)  # fmt: skip
             log.write(step, metrics)
             history.append({"step": step, **metrics})
             shown = "  ".join(f"{k} {metrics[k]:.4g}" for k in SHOWN if k in metrics)

@@ -1,12 +1,12 @@
 """Datasets by name or by path: ``load_dataset("examples")``, ``load_dataset("tasks/")``,
 ``load_dataset("instances.jsonl")``.
 
-A name is a built-in dataset (``examples``, the repository's bundled ``examples/tasks``) or one a
-package registers under the entry point group ``kwaigym.datasets``, as
-``name = "package.module:factory"``; the factory takes the options as keyword arguments and
-returns a Dataset. Anything else is a path: a directory of task directories (or one task
-directory), or a JSON-lines file whose first record says its format. A name wins over a relative
-path spelled the same: write ``./examples`` for the directory.
+A name is a built-in dataset (``examples``, the repository's bundled ``examples/tasks``;
+``drills``, tiny generated tasks for training demos) or one a package registers under the entry
+point group ``kwaigym.datasets``, as ``name = "package.module:factory"``; the factory takes the
+options as keyword arguments and returns a Dataset. Anything else is a path: a directory of task
+directories (or one task directory), or a JSON-lines file whose first record says its format. A
+name wins over a relative path spelled the same: write ``./examples`` for the directory.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 
 from kwaigym.datasets.base import Dataset, closest, first_record
 from kwaigym.datasets.codegen import load_codegen, load_qa
+from kwaigym.datasets.drills import load_drills
 from kwaigym.datasets.swebench import load_swebench
 from kwaigym.datasets.taskdir import load_taskdir
 from kwaigym.errors import ConfigError
@@ -39,7 +40,7 @@ def _examples(*, name: str = "examples") -> Dataset:
     return load_taskdir(EXAMPLES, name=name)
 
 
-BUILTIN: dict[str, Callable[..., Dataset]] = {"examples": _examples}
+BUILTIN: dict[str, Callable[..., Dataset]] = {"examples": _examples, "drills": load_drills}
 
 
 def _registered() -> dict[str, Any]:

@@ -53,3 +53,19 @@ def test_preset_directory_loads_and_samples_printable_text(tmp_path, preset):
     text = tokenizer.decode(new)
     assert tokenizer.encode(text, add_special_tokens=False) == new  # the trainer's round-trip check
     assert all(ch.isprintable() or ch in "\n\t" for ch in tokenizer.decode(new, skip_special_tokens=True))
+
+
+def test_tool_tags_survive_decoding_and_turns_end_at_end(tmp_path):
+    """The engine decodes without special tokens: the tool-call tags must stay (one token each) so a
+    call parses back; sampling stops at <|end|>, where the template ends an assistant turn."""
+    tokenizer = byte_tokenizer()
+    text = '<tool_call>{"name": "bash", "arguments": {"command": "ls"}}</tool_call>'
+    ids = tokenizer.encode(text + "<|end|>", add_special_tokens=False)
+    assert ids[0] == tokenizer.convert_tokens_to_ids("<tool_call>") and len(ids) == len(text) - 23 + 3
+    decoded = tokenizer.decode(ids, skip_special_tokens=True)
+    assert decoded == text and parse_tool_calls(decoded)[1][0].name == "bash"
+    from transformers import GenerationConfig
+
+    build_model_dir(tmp_path / "m")
+    eos = GenerationConfig.from_pretrained(tmp_path / "m").eos_token_id
+    assert sorted(eos) == sorted(tokenizer.convert_tokens_to_ids(["<|end|>", "<|eos|>"]))
