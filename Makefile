@@ -8,12 +8,13 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test demo bench lint clean
+.PHONY: help setup test demo train-demo bench lint clean
 
 help:
 	@echo "make setup   venv + packages, host setup (root: podman, runc...), base image"
 	@echo "make test    setup, then the test suite (PYTEST_ARGS='-k sandbox' to narrow)"
 	@echo "make demo    setup, then kwaigym eval: bundled tasks x mini, claude-code x oracle"
+	@echo "make train-demo  setup, then SFT and RL experts per domain and OPD into one student (CPU)"
 	@echo "make bench   setup, then every benchmarks/*.py (BENCH_ARGS=--quick)"
 	@echo "make lint    ruff check ."
 	@echo "make clean   remove .venv and caches"
@@ -54,6 +55,11 @@ demo: setup
 	$(VENV)/bin/kwaigym eval --dataset examples --scaffold mini,claude-code --policy oracle \
 		--concurrency 8 --out runs/demo
 	$(VENV)/bin/kwaigym report runs/demo
+
+# The specialize-then-unify recipe on two drills domains with a tiny model trained from scratch, on
+# the CPU; runs again resume (finished stages are skipped), so start afresh with rm -rf runs/train-demo.
+train-demo: setup
+	$(PYTHON) -m reference_trainer pipeline examples/pipeline/demo.toml
 
 bench: setup
 	@set -e; found=0; for f in benchmarks/*.py; do \

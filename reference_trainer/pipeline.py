@@ -31,7 +31,7 @@ optional)::
     [sft]   epochs, lr, max_tokens, samples (oracle episodes per task)
     [rl]    steps, group_size, lr, max_new_tokens, concurrency
     [opd]   steps, group_size, lr, lam (the KL weight, default 1)
-    [eval]  samples, concurrency, max_new_tokens
+    [eval]  samples, concurrency, max_new_tokens, cross (experts on other domains too)
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ class EvalStage:
     samples: int = attrs.field(default=4, validator=_at_least(1))
     concurrency: int = attrs.field(default=8, validator=_at_least(1))
     max_new_tokens: int = attrs.field(default=128, validator=_at_least(1))
+    cross: bool = False
+    """Also evaluate each expert on the other domains (the table's full matrix; costs episodes)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -165,8 +167,9 @@ def domain_tasks(domain: Domain) -> list[Task]:
 class Pipeline:
     """One run of the recipe (see the module docstring); ``run()`` does what is left of it."""
 
-    def __init__(self, config: PipelineConfig, *, log: Callable[[str], None] = print):
+    def __init__(self, config: PipelineConfig, *, log: Callable[[str], None] = print, backend=None):
         self.config = config
+        self.backend = backend  # a PodmanBackend to share (default: each rollout's own)
         self.out = config.out
         self.log = log
         self.tasks = {d.name: domain_tasks(d) for d in config.domains}
@@ -208,6 +211,9 @@ class Pipeline:
 
     async def arun(self) -> dict[str, dict[str, Any]]:
         """:meth:`run` in a running event loop."""
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a bar per model load and save would drown the stage log
         self.out.mkdir(parents=True, exist_ok=True)
         domains = [d.name for d in self.config.domains]
         await self._stage("base", self._base)
@@ -242,7 +248,7 @@ class Pipeline:
             where = self.out / "collect" / domain.name
             run = rollout(self.tasks[domain.name], [domain.scaffold], "oracle", out=where,
                           samples=self.config.sft.samples, concurrency=self.config.eval.concurrency,
-                          show_progress=False)  # fmt: skip
+                          show_progress=False, backend=self.backend)  # fmt: skip
             results = await run
             rates[domain.name] = rate = _pass_rate(_records(where))
             self.log(f"  collect {domain.name}: {len(results)} new episodes, oracle pass rate {rate:.2f}")
@@ -276,7 +282,8 @@ class Pipeline:
         config = TrainConfig(model=str(start), out=run_dir, steps=max(stage.steps, 1), save_every=1, rl=rl)
         scaffold_for = lambda task: self.domain_of[task.id].scaffold  # noqa: E731
         if stage.steps:
-            await train(config, tasks=tasks, scaffold_for=scaffold_for, console=_Quiet(self.log), **extra)
+            await train(config, tasks=tasks, scaffold_for=scaffold_for, console=_Quiet(self.log),
+                        backend=self.backend, **extra)  # fmt: skip
             return str(run_dir / "final")
         return str(start)
 
@@ -286,7 +293,8 @@ class Pipeline:
         return _link(self.model_path(f"rl-{name}"), Path(final))
 
     async def _eval(self, model: str) -> dict[str, dict[str, float]]:
-        """``model`` on every domain: pass rate and episode count."""
+        """``model`` on every domain (an expert only on its own unless ``eval.cross``): pass rate and
+        episode count."""
         from kwaigym.policies import Policy
         from kwaigym.rollout import rollout
         from reference_trainer.engine.local import LocalEngine, LocalResponder
@@ -295,11 +303,14 @@ class Pipeline:
         e = self.config.eval
         engine = LocalEngine(path, max_new_tokens=e.max_new_tokens, seed=self.config.seed)
         out = {}
+        own = model.split("-", 1)[1] if model.startswith(("sft-", "rl-")) else None
         for domain in self.config.domains:
+            if own is not None and domain.name != own and not e.cross:
+                continue
             where = self.out / "eval" / model / domain.name
             policy = lambda task, scaffold: Policy(LocalResponder(engine))  # noqa: E731
-            await rollout(self.tasks[domain.name], [domain.scaffold], policy, samples=e.samples,
-                          concurrency=e.concurrency, out=where, show_progress=False)  # fmt: skip
+            await rollout(self.tasks[domain.name], [domain.scaffold], policy, samples=e.samples, out=where,
+                          concurrency=e.concurrency, show_progress=False, backend=self.backend)  # fmt: skip
             records = _records(where)
             rate = _pass_rate(records)
             out[domain.name] = {"pass_rate": rate, "episodes": len(records)}
