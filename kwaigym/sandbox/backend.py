@@ -31,10 +31,13 @@ _GRACE_S = 30  # a sandbox's PID 1 outlives the in-process wall-time timer by th
 # PID 1 of every sandbox: a shell that ignores every signal it can (the kernel then drops them when
 # they come from inside the sandbox, SIGKILL and SIGSTOP included, so no agent can end its own
 # sandbox), reaps orphans in ``wait`` (dash's and bash's wait reap any child), and exits at the
-# deadline, also when the host process that started it died. A killed ``sleep`` is started again.
+# deadline, also when the host process that started it died. It forks only to start one sleep
+# until the deadline, and again when that sleep is killed; a fork refused at the pids limit is
+# retried, never taken for the deadline (the shell would otherwise end and take the sandbox along).
 _KEEPER = (
     'trap "" HUP INT QUIT PIPE ALRM TERM USR1 USR2; end=$(( $(date +%s) + {seconds} )); '
-    'while [ "$(date +%s)" -lt "$end" ]; do sleep 5 & wait; done'
+    'while :; do now=$(date +%s) || continue; [ "$now" -lt "$end" ] || break; '
+    "sleep $((end - now)) & wait; done"
 )
 
 
