@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import attrs
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -60,7 +62,7 @@ def main(args) -> dict:
     if args.quick:
         config = PipelineConfig.from_dict({**QUICK, "out": str(out)})
     else:
-        config = PipelineConfig.from_dict({**_as_dict(args.config), "out": str(out)}, where=args.config)
+        config = attrs.evolve(PipelineConfig.from_toml(args.config), out=out)
     started = time.perf_counter()
     table = Pipeline(config, log=lambda line: print(line, flush=True)).run()
     total = time.perf_counter() - started
@@ -77,12 +79,6 @@ def main(args) -> dict:
         "train_share": round(train_share, 3),
         "out": str(out),
     }
-
-
-def _as_dict(path) -> dict:
-    import tomllib
-
-    return tomllib.loads(Path(path).read_text())
 
 
 if __name__ == "__main__":

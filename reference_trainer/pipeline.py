@@ -246,10 +246,9 @@ class Pipeline:
         rates = {}
         for domain in self.config.domains:
             where = self.out / "collect" / domain.name
-            run = rollout(self.tasks[domain.name], [domain.scaffold], "oracle", out=where,
-                          samples=self.config.sft.samples, concurrency=self.config.eval.concurrency,
-                          show_progress=False, backend=self.backend)  # fmt: skip
-            results = await run
+            results = await rollout(self.tasks[domain.name], [domain.scaffold], "oracle", out=where,
+                                    samples=self.config.sft.samples, concurrency=self.config.eval.concurrency,
+                                    show_progress=False, backend=self.backend)  # fmt: skip
             rates[domain.name] = rate = _pass_rate(_records(where))
             self.log(f"  collect {domain.name}: {len(results)} new episodes, oracle pass rate {rate:.2f}")
         return rates
@@ -273,19 +272,21 @@ class Pipeline:
         return str(export_hf(self.model_path(f"sft-{name}"), model, tokenizer))
 
     async def _train(self, run_dir: Path, start: Path, tasks: Sequence[Task], stage: RLStage, **extra) -> str:
+        """``stage.steps`` of training from ``start`` in ``run_dir``; the trained model (``start``
+        itself when there are no steps)."""
         from reference_trainer.rl import RLConfig
         from reference_trainer.train import TrainConfig, train
 
         rl = RLConfig(loss="grpo", group_size=stage.group_size, lr=stage.lr, seed=self.config.seed,
                       max_new_tokens=stage.max_new_tokens, concurrency=stage.concurrency,
                       **({"opd_lambda": stage.lam} if isinstance(stage, OPDStage) else {}))  # fmt: skip
-        config = TrainConfig(model=str(start), out=run_dir, steps=max(stage.steps, 1), save_every=1, rl=rl)
+        if not stage.steps:
+            return str(start)
+        config = TrainConfig(model=str(start), out=run_dir, steps=stage.steps, save_every=1, rl=rl)
         scaffold_for = lambda task: self.domain_of[task.id].scaffold  # noqa: E731
-        if stage.steps:
-            await train(config, tasks=tasks, scaffold_for=scaffold_for, console=_Quiet(self.log),
-                        backend=self.backend, **extra)  # fmt: skip
-            return str(run_dir / "final")
-        return str(start)
+        await train(config, tasks=tasks, scaffold_for=scaffold_for, console=_Quiet(self.log),
+                    backend=self.backend, **extra)  # fmt: skip
+        return str(run_dir / "final")
 
     async def _rl(self, name: str) -> str:
         start = Path(self.finished()[f"sft:{name}"]["result"])
@@ -302,13 +303,13 @@ class Pipeline:
         path = self.base_path() if model == "base" else self.model_path(model)
         e = self.config.eval
         engine = LocalEngine(path, max_new_tokens=e.max_new_tokens, seed=self.config.seed)
+        policy = lambda task, scaffold: Policy(LocalResponder(engine))  # noqa: E731
         out = {}
         own = model.split("-", 1)[1] if model.startswith(("sft-", "rl-")) else None
         for domain in self.config.domains:
             if own is not None and domain.name != own and not e.cross:
                 continue
             where = self.out / "eval" / model / domain.name
-            policy = lambda task, scaffold: Policy(LocalResponder(engine))  # noqa: E731
             await rollout(self.tasks[domain.name], [domain.scaffold], policy, samples=e.samples, out=where,
                           concurrency=e.concurrency, show_progress=False, backend=self.backend)  # fmt: skip
             records = _records(where)
