@@ -1,10 +1,11 @@
 """A small local rollout engine: a Hugging Face causal LM on this machine, as a kwaigym policy.
 
-It is the engine for CPU runs and tests (SGLang serves real training). Each request is
-rendered with the model's own chat template (tools included), sampled with ``generate``, and
-answered with the completion's token ids and log-probabilities, so trajectories carry what a
-trainer needs. Tool calls are read in the Hermes format most open models are trained on:
-``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
+It is the engine for CPU runs and tests (SGLang serves real training,
+:mod:`reference_trainer.engine.sglang`; both share :class:`~reference_trainer.engine.base.ChatEngine`).
+Each request is rendered with the model's own chat template (tools included), sampled with
+``generate``, and answered with the completion's token ids and log-probabilities, so trajectories
+carry what a trainer needs. Tool calls are read in the Hermes format most open models are trained
+on: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
 
 One model serves every episode of a process. Calls that arrive within ``batch_window_s`` of
 each other are sampled together, in one left-padded ``generate`` over the KV cache (a small
@@ -25,87 +26,23 @@ its decoded text after every token.
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import threading
-import uuid
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import attrs
-
-from kwaigym.chat.types import ChatRequest, Completion, TokenLogprob, ToolCall, Usage
+from kwaigym.chat.types import ChatRequest, Completion
 from kwaigym.errors import ConfigError
 from kwaigym.policies import Policy
-from kwaigym.proxy.responders import CallContext
-from kwaigym.trajectory.export import chat_messages, chat_tools
+from reference_trainer.engine.base import ChatEngine, EngineResponder, Sample, SampleParams, parse_tool_calls
 from reference_trainer.engine.batcher import Batcher
 
-_TOOL_CALL = re.compile(r"<tool_call>\s*(\{.*?\})\s*</tool_call>", re.S)
+__all__ = ["LocalEngine", "LocalResponder", "Sample", "SampleParams", "make_policy", "parse_tool_calls"]
 
 
-def parse_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
-    """Split Hermes-style tool calls out of generated text; malformed ones stay in the text."""
-    calls = []
-    for match in _TOOL_CALL.finditer(text):
-        try:
-            data = json.loads(match.group(1))
-            name, arguments = data["name"], data.get("arguments", {})
-        except (ValueError, KeyError, TypeError):
-            continue
-        arguments = arguments if isinstance(arguments, str) else json.dumps(arguments)
-        calls.append(ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=str(name), arguments=arguments))
-    if calls:
-        text = _TOOL_CALL.sub("", text)
-    return text.strip(), calls
-
-
-def _within(low: float, high: float = float("inf"), *, open_low: bool = False):
-    """An attrs validator raising ``ConfigError`` (a bad request, answered with 400 by the server)."""
-
-    def check(instance, attribute, value):
-        if isinstance(value, bool) or not (low < value <= high if open_low else low <= value <= high):
-            interval = f"{'(' if open_low else '['}{low}, {high}{']' if high != float('inf') else ')'}"
-            raise ConfigError(f"sampling: {attribute.name} must be in {interval}, got {value!r}")
-
-    return check
-
-
-@attrs.frozen(kw_only=True)
-class SampleParams:
-    """How to sample one prompt."""
-
-    temperature: float = attrs.field(default=1.0, validator=_within(0.0))
-    """0 is greedy (its log-probabilities are then at temperature 1)."""
-    top_p: float = attrs.field(default=1.0, validator=_within(0.0, 1.0, open_low=True))
-    """Nucleus sampling: draw among the smallest set of tokens holding this much probability."""
-    max_new_tokens: int = attrs.field(default=512, validator=_within(1))
-    """The row is cut at this many tokens (the batch runs to its longest limit)."""
-    stop: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    """The completion ends at the first of these strings (kept in the tokens, cut from ``text``)."""
-    top_logprobs: int = attrs.field(default=0, validator=_within(0, 20))
-    """How many most likely alternatives to report per token."""
-
-
-@attrs.frozen(kw_only=True)
-class Sample:
-    """One sampled completion of a token prompt."""
-
-    prompt_ids: tuple[int, ...]
-    token_ids: tuple[int, ...]
-    """What was drawn: an end-of-sequence token and the token that completed a stop string are kept."""
-    logprobs: tuple[float, ...]
-    """log p(token) under the policy: log_softmax(raw logits / temperature), one per token."""
-    finish_reason: Literal["stop", "length"]
-    text: str
-    """The decoded completion without special tokens, cut before the stop string if one matched."""
-    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
-    """Per token, the ``top_logprobs`` most likely (token id, log-probability), when asked."""
-    weights_version: int = 0
-    """``LocalEngine.weights_version`` when it was sampled."""
+_DEFAULT_PARAMS = SampleParams()  # frozen, so one instance serves as the default
 
 
 class _Rows:
@@ -189,7 +126,7 @@ _NEUTRAL: dict[str, Any] = dict(
 )
 
 
-class LocalEngine:
+class LocalEngine(ChatEngine):
     """A causal LM and its tokenizer: loaded once from ``path``, or shared with a trainer (``from_model``).
 
     Args:
@@ -227,6 +164,8 @@ class LocalEngine:
             model = AutoModelForCausalLM.from_pretrained(path).eval()
             tokenizer = AutoTokenizer.from_pretrained(path)
         self.model, self.tokenizer = model, tokenizer
+        self.path = str(path) if path is not None else None
+        """The model directory it was loaded from (None for a shared model)."""
         self.name = (
             name or (Path(path).name if path else getattr(model.config, "_name_or_path", "")) or "local"
         )
@@ -253,7 +192,9 @@ class LocalEngine:
     # --- tokens in, tokens out -------------------------------------------------------------------
 
     def sample(
-        self, prompts: Sequence[Sequence[int]], params: SampleParams | Sequence[SampleParams] = SampleParams()
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SampleParams | Sequence[SampleParams] = _DEFAULT_PARAMS,
     ) -> list[Sample]:
         """Sample all prompts in one left-padded ``generate`` (blocking); ``params``: shared or per prompt."""
         import torch
@@ -320,6 +261,7 @@ class LocalEngine:
             finish_reason=reason,
             text=text,
             weights_version=version,
+            logprob_temperature=p.temperature or 1.0,
             top_logprobs=tuple(
                 tuple(zip(ids[: p.top_logprobs], vals[: p.top_logprobs], strict=True))
                 for vals, ids in tops[:cut]
@@ -332,61 +274,43 @@ class LocalEngine:
         """Queue one prompt for the batcher: a future of its ``Sample``."""
         return self.batcher.submit(list(prompt), params)
 
-    # --- chat requests ---------------------------------------------------------------------------
+    async def agenerate(
+        self, prompt_ids: Sequence[int], params: SampleParams, *, session: str | None = None
+    ) -> Sample:
+        """One prompt through the batcher, awaited without holding a thread (one model: no routing)."""
+        return await asyncio.wrap_future(self.submit(prompt_ids, params))
 
-    def render(self, request: ChatRequest) -> list[int]:
-        """The prompt's token ids: the conversation and tools through the model's chat template."""
-        messages = [m for group in chat_messages(request.messages, request) for m in group]
-        tools = chat_tools(request) or None
-        prompt = self.tokenizer.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return list(prompt["input_ids"] if isinstance(prompt, Mapping) else prompt)
+    def score(self, sequences: Sequence[Sequence[int]]) -> list[list[float]]:
+        """Per sequence, log p(token_t | tokens before t) at temperature 1 for t >= 1.
 
-    def params_for(self, request: ChatRequest) -> SampleParams:
-        """A request's sampling: its token limit (capped), stop strings, and temperature/top-p if honoured."""
-        p = request.params
-        own = self.request_sampling
-        return SampleParams(
-            temperature=p.temperature if own and p.temperature is not None else self.temperature,
-            top_p=p.top_p if own and p.top_p is not None else self.top_p,
-            max_new_tokens=min(p.max_tokens or self.max_new_tokens, self.max_new_tokens),
-            stop=tuple(p.stop),
-            top_logprobs=p.top_logprobs or 0,
-        )
+        Blocking; one forward per sequence, under the lock (between sampling batches)."""
+        import torch
 
-    def to_completion(self, sample: Sample) -> Completion:
-        """A ``Completion`` of a sample: Hermes tool calls read out of its text, tokens and logprobs kept."""
-        text, calls = parse_tool_calls(sample.text)
-        token = self.tokenizer.decode
-        logprobs = [
-            TokenLogprob(
-                token=token([t]),
-                token_id=t,
-                logprob=lp,
-                top=tuple((token([a]), v) for a, v in sample.top_logprobs[i]) if sample.top_logprobs else (),
-            )
-            for i, (t, lp) in enumerate(zip(sample.token_ids, sample.logprobs, strict=True))
-        ]
-        return Completion(
-            text=text,
-            tool_calls=calls,
-            finish_reason="stop" if sample.finish_reason == "stop" or calls else "length",
-            usage=Usage(input_tokens=len(sample.prompt_ids), output_tokens=len(sample.token_ids)),
-            prompt_token_ids=list(sample.prompt_ids),
-            token_ids=list(sample.token_ids),
-            logprobs=logprobs,
-        )
+        device = next(self.model.parameters()).device
+        out = []
+        with self.lock, torch.no_grad():
+            for seq in sequences:
+                ids = torch.tensor([list(seq)], device=device)
+                logp = torch.log_softmax(self.model(input_ids=ids).logits[0, :-1].float(), -1)
+                out.append(logp.gather(-1, ids[0, 1:, None])[:, 0].tolist())
+        return out
 
-    def complete(self, request: ChatRequest) -> Completion:
+    async def aprefill_logprobs(
+        self, sequences: Sequence[Sequence[int]], *, passes: int = 1
+    ) -> list[list[float]]:
+        """``score`` off the event loop. ``passes`` is accepted and ignored: a local forward is deterministic,
+        so every pass would be the same (MCLA needs a non-deterministic engine)."""
+        if passes < 1:
+            raise ConfigError(f"prefill_logprobs: passes must be >= 1, got {passes}")
+        return await asyncio.to_thread(self.score, sequences)
+
+    def complete(self, request: ChatRequest, *, session: str | None = None) -> Completion:
         """Sample one answer to ``request`` (blocking; batched with concurrent calls)."""
         return self.to_completion(self.submit(self.render(request), self.params_for(request)).result())
 
-    async def acomplete(self, request: ChatRequest) -> Completion:
-        """``complete`` for a coroutine: waits on the batcher without holding a thread."""
-        prompt = await asyncio.to_thread(self.render, request)
-        sample = await asyncio.wrap_future(self.submit(prompt, self.params_for(request)))
-        return self.to_completion(sample)
+    async def sync_from(self, model, tokenizer=None) -> int:
+        """The trainer stepped ``model``: the shared model's version moves on, another's tensors copied in."""
+        return self.update_weights(None if model is self.model else model.state_dict())
 
     # --- weights ---------------------------------------------------------------------------------
 
@@ -414,14 +338,8 @@ class LocalEngine:
             return self.weights_version
 
 
-class LocalResponder:
-    """Answers every call with the local engine (through its batcher, so the proxy keeps serving)."""
-
-    def __init__(self, engine: LocalEngine):
-        self.engine = engine
-
-    async def respond(self, request: ChatRequest, ctx: CallContext) -> Completion:
-        return await self.engine.acomplete(request)
+LocalResponder = EngineResponder
+"""The name existing callers use: answers every call with the engine, the episode as its session."""
 
 
 @cache

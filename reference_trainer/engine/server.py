@@ -1,4 +1,4 @@
-"""A ``LocalEngine`` over HTTP on loopback: OpenAI chat completions and a token-in/token-out route.
+"""A ``LocalEngine`` over HTTP on loopback: OpenAI chat completions and SGLang's native protocol.
 
 Routes:
 
@@ -7,16 +7,15 @@ Routes:
   carry ``prompt_token_ids`` and ``choices[0].token_ids`` (where vLLM puts them) and logprobs when
   ``logprobs`` is asked. ``stream: true`` is answered as SSE, but the text comes whole once it is
   sampled (the engine does not decode incrementally); keep-alive comments go out meanwhile.
-- ``POST /generate`` (as SGLang's): ``{"input_ids": [...] or [[...], ...], "sampling_params":
-  {"temperature", "top_p", "max_new_tokens", "stop", "top_logprobs"}}`` -> per prompt
-  ``{"output_ids", "output_logprobs", "finish_reason", "text", "weights_version"}`` (one object
-  for one flat prompt, a list for a list of prompts).
+- SGLang's ``POST /generate`` (token ids in, token ids and log-probs out, prefill scoring) and its
+  weight, pause and memory routes, so that the SGLang client (and any SGLang client) runs against a
+  local model: see :mod:`reference_trainer.engine.sglang_routes`.
 - ``GET /v1/models``, ``GET /health`` (with the engine's ``weights_version``).
 
 Every request goes through the engine's batcher, so concurrent calls share a ``generate``. Bad
 input is answered with HTTP 400 and an OpenAI-style ``{"error": {...}}`` naming the field; an
-engine failure with 500. Weights are not sent over HTTP: the process that owns the server calls
-``engine.update_weights`` (or steps the shared model in place) between steps. ``max_tokens`` and
+engine failure with 500. Weights change in process (the owner calls ``engine.update_weights`` or
+steps the shared model in place) or over SGLang's update routes. ``max_tokens`` and
 ``max_new_tokens`` are capped at the engine's ``max_new_tokens``.
 
     python -m reference_trainer.engine.server /path/to/model --port 30000
@@ -26,87 +25,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections import Counter
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import attrs
 import tornado.httpserver
-import tornado.iostream
 import tornado.netutil
 import tornado.web
 
-from kwaigym.chat.codec import BadRequest, codec_for
-from kwaigym.chat.fields import INT, LIST, NUM, Fields, check, kind_of
-from kwaigym.errors import ConfigError
-from reference_trainer.engine.local import LocalEngine, SampleParams
+from kwaigym.chat.codec import codec_for
+from reference_trainer.engine import sglang_routes
+from reference_trainer.engine.local import LocalEngine
+from reference_trainer.engine.routes import JsonRoute, Refused
 
 log = logging.getLogger(__name__)
 _CHAT = codec_for("openai-chat")
-_SAMPLING_KEYS = ("temperature", "top_p", "max_new_tokens", "stop", "top_logprobs")
 
 
-class _Refused(Exception):
-    """A request the server will not run: answered with ``status`` and ``message``."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.message, self.status = message, status
-
-
-def _error(message: str, status: int) -> dict[str, Any]:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
-
-
-class _Route(tornado.web.RequestHandler):
-    """JSON in, JSON out; every failure is a JSON error, never a hang or an HTML page."""
-
-    def initialize(self, server: EngineServer) -> None:
-        self.server, self.engine = server, server.engine
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.finish(_error(self._reason, status_code))
-
-    def body(self) -> dict[str, Any]:
-        try:
-            body = json.loads(self.request.body or b"")
-        except ValueError as exc:
-            raise _Refused(f"request body is not JSON: {exc}") from None
-        if not isinstance(body, Mapping):
-            raise _Refused(f"request body: expected a JSON object, got {kind_of(body)}")
-        return body
-
-    async def guarded(self, handle) -> None:
-        try:
-            await handle()
-        except (_Refused, BadRequest, ConfigError) as exc:
-            status, message = getattr(exc, "status", 400), exc.message
-            self.fail(status, message)
-        except tornado.iostream.StreamClosedError:
-            pass  # the client left
-        except Exception as exc:
-            log.exception("engine server: %s %s failed", self.request.method, self.request.path)
-            self.fail(500, f"the engine failed: {type(exc).__name__}: {exc}")
-
-    def fail(self, status: int, message: str) -> None:
-        if self._finished:
-            return
-        if self._headers_written:  # a stream already under way: end it with an error event
-            self.write(b"data: " + json.dumps(_error(message, status)).encode() + b"\n\n")
-            self.finish()
-            return
-        self.clear()
-        self.set_status(status)
-        self.finish(_error(message, status))
-
-
-class _Chat(_Route):
+class _Chat(JsonRoute):
     async def post(self) -> None:
         await self.guarded(self.chat)
 
@@ -115,7 +57,8 @@ class _Chat(_Route):
         try:
             prompt = await asyncio.to_thread(self.engine.render, request)
         except Exception as exc:
-            raise _Refused(f"messages: the model's chat template cannot render them: {exc}") from None
+            raise Refused(f"messages: the model's chat template cannot render them: {exc}") from None
+        await self.server.ready_to_generate()
         future = asyncio.wrap_future(self.engine.submit(prompt, self.engine.params_for(request)))
         response_id = f"chatcmpl-{uuid.uuid4().hex}"
         if request.stream:
@@ -135,87 +78,7 @@ class _Chat(_Route):
             self.finish(_CHAT.encode_response(completion, request, response_id=response_id))
 
 
-class _Generate(_Route):
-    async def post(self) -> None:
-        await self.guarded(self.generate)
-
-    async def generate(self) -> None:
-        body = self.body()
-        if unknown := sorted(set(body) - {"input_ids", "sampling_params"}):
-            raise _Refused(f"{unknown[0]}: unknown field; expected input_ids and sampling_params")
-        prompts, flat = self.prompts(body.get("input_ids"))
-        params = self.params(body.get("sampling_params") or {})
-        futures = [asyncio.wrap_future(self.engine.submit(p, params)) for p in prompts]
-        outputs = [
-            {
-                "output_ids": list(s.token_ids),
-                "output_logprobs": list(s.logprobs),
-                "finish_reason": s.finish_reason,
-                "text": s.text,
-                "weights_version": s.weights_version,
-            }
-            | (
-                {"output_top_logprobs": [[list(a) for a in top] for top in s.top_logprobs]}
-                if s.top_logprobs
-                else {}
-            )
-            for s in await asyncio.gather(*futures)
-        ]
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(outputs[0] if flat else outputs))
-
-    def prompts(self, value: Any) -> tuple[list[list[int]], bool]:
-        """The prompts, and whether one flat list was sent; every id must be in the vocabulary."""
-        if not isinstance(value, list) or not value:
-            got = "no such field" if value is None else kind_of(value) if value != [] else "an empty list"
-            raise _Refused(
-                f"input_ids: expected a non-empty list of token ids or of lists of them, got {got}"
-            )
-        flat = not isinstance(value[0], list)
-        prompts = [value] if flat else value
-        vocab = self.engine.model.get_input_embeddings().num_embeddings
-        for i, prompt in enumerate(prompts):
-            where = "input_ids" if flat else f"input_ids[{i}]"
-            if not check(prompt, LIST, where):
-                raise _Refused(f"{where}: expected a non-empty list of token ids, got an empty list")
-            for j, token in enumerate(prompt):
-                if not (INT[0](token) and 0 <= token < vocab):
-                    shown = kind_of(token) if not INT[0](token) else token
-                    raise _Refused(f"{where}[{j}]: expected a token id in [0, {vocab}), got {shown}")
-        return prompts, flat
-
-    def params(self, raw: Any) -> SampleParams:
-        f = Fields(raw, "sampling_params")
-        if unknown := sorted(set(f.obj) - set(_SAMPLING_KEYS)):
-            raise _Refused(
-                f"sampling_params.{unknown[0]}: unknown field; expected one of {', '.join(_SAMPLING_KEYS)}"
-            )
-        stop = (
-            f.read(
-                "stop",
-                (
-                    lambda v: (
-                        isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) for s in v))
-                    ),
-                    "a string or a list of strings",
-                ),
-            )
-            or []
-        )
-        limit = f.read("max_new_tokens", INT)
-        temperature, top_p = f.read("temperature", NUM), f.read("top_p", NUM)
-        return SampleParams(
-            temperature=self.engine.temperature if temperature is None else temperature,
-            top_p=1.0 if top_p is None else top_p,
-            stop=[stop] if isinstance(stop, str) else stop,
-            max_new_tokens=min(
-                self.engine.max_new_tokens if limit is None else limit, self.engine.max_new_tokens
-            ),
-            top_logprobs=f.read("top_logprobs", INT) or 0,
-        )
-
-
-class _Models(_Route):
+class _Models(JsonRoute):
     def get(self) -> None:
         self.finish(
             {
@@ -232,19 +95,19 @@ class _Models(_Route):
         )
 
 
-class _Health(_Route):
+class _Health(JsonRoute):
     def get(self) -> None:
         self.finish(
             {"status": "ok", "model": self.engine.name, "weights_version": self.engine.weights_version}
         )
 
 
-class _NotFound(_Route):
+class _NotFound(JsonRoute):
     def prepare(self) -> None:
         self.fail(
             404,
             f"no route {self.request.method} {self.request.path}; "
-            "expected /v1/chat/completions, /generate, /v1/models or /health",
+            "expected /v1/chat/completions, /v1/models, /health or one of SGLang's (/generate, ...)",
         )
 
 
@@ -269,6 +132,28 @@ class EngineServer:
         self._thread: threading.Thread | None = None
         self._stop_thread: asyncio.Event | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
+        self.hits: Counter[str] = Counter()
+        """Requests served, by path (tests read it to see where a router sent them)."""
+        self.events: list[str] = []
+        """SGLang control calls in order (``pause_generation``, ``update_weights_from_disk``, ...)."""
+        self.extra_keys: list[Any] = []
+        """The ``extra_key`` (cache namespace) of every ``/generate`` that sent one."""
+        self.inflight = 0
+        self.released: set[str] = set()
+        self.stale_weights = False
+        """Weights were resumed after a release and not sent again: generating is refused meanwhile."""
+        self.groups: dict[str, Any] = {}
+        self.resumed: asyncio.Event | None = None
+
+    async def ready_to_generate(self) -> None:
+        """Wait while paused; refuse while memory is released or resumed weights were not re-sent."""
+        if self.released:
+            raise Refused(f"memory is released ({', '.join(sorted(self.released))}): "
+                          "call /resume_memory_occupation first")  # fmt: skip
+        if self.stale_weights:
+            raise Refused("weights were resumed after a release but not sent again: "
+                          "update them (from disk or distributed) before generating")  # fmt: skip
+        await self.resumed.wait()
 
     @property
     def url(self) -> str:
@@ -277,12 +162,14 @@ class EngineServer:
 
     async def start(self) -> str:
         """Listen in the running event loop; returns ``url``."""
+        self.resumed = asyncio.Event()
+        self.resumed.set()
         app = tornado.web.Application(
             [
                 (r"/v1/chat/completions", _Chat, {"server": self}),
-                (r"/generate", _Generate, {"server": self}),
                 (r"/v1/models", _Models, {"server": self}),
                 (r"/health", _Health, {"server": self}),
+                *((path, route, {"server": self}) for path, route in sglang_routes.ROUTES),
             ],
             default_handler_class=_NotFound,
             default_handler_args={"server": self},
@@ -348,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m reference_trainer.engine.server", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("model", help="a Hugging Face model directory")
+    parser.add_argument("model", nargs="?", help="a Hugging Face model directory")
+    parser.add_argument("--model-path", help="the same, as SGLang's launcher spells it")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=30000, help="0 picks a free port")
     parser.add_argument("--max-new-tokens", type=int, default=512)
@@ -361,8 +249,10 @@ def main(argv: list[str] | None = None) -> None:
         help="ignore requests' temperature and top_p: always sample at --temperature",
     )
     args = parser.parse_args(argv)
+    if not (args.model or args.model_path):
+        parser.error("give a model directory (positional or --model-path)")
     engine = LocalEngine(
-        args.model,
+        args.model or args.model_path,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         request_sampling=not args.policy_sampling,

@@ -3,8 +3,6 @@ the token route, health, and JSON errors for bad input."""
 
 from __future__ import annotations
 
-import json
-
 import httpx
 import pytest
 
@@ -97,21 +95,41 @@ def test_streaming_gives_the_same_answer(client):
     assert chunks[-1].usage.completion_tokens == 8
 
 
-def test_generate_route_is_tokens_in_tokens_out(engine, server):
-    """``/generate`` samples a list of prompts (a list back) or one flat prompt (one object back)."""
+def test_generate_route_speaks_sglang(engine, server):
+    """``/generate`` takes SGLang's request (a batch or one flat prompt) and answers in SGLang's shape."""
     prompts = [engine.tokenizer.encode("def f(x):"), engine.tokenizer.encode("Run the tests")]
-    params = {"temperature": 0, "max_new_tokens": 6}
-    many = httpx.post(f"{server.url}/generate", json={"input_ids": prompts, "sampling_params": params}).json()
+    body = {
+        "input_ids": prompts,
+        "sampling_params": {"temperature": 0, "max_new_tokens": 6},
+        "return_logprob": True,
+    }
+    many = httpx.post(f"{server.url}/generate", json=body).json()
     expected = engine.sample(prompts, SampleParams(temperature=0, max_new_tokens=6))
     assert [o["output_ids"] for o in many] == [list(s.token_ids) for s in expected]
-    assert [o["output_logprobs"] for o in many][0] == pytest.approx(list(expected[0].logprobs), abs=1e-5)
-    assert {o["finish_reason"] for o in many} == {"length"} and many[0][
-        "weights_version"
-    ] == engine.weights_version
-    one = httpx.post(
-        f"{server.url}/generate", json={"input_ids": prompts[0], "sampling_params": params}
-    ).json()
-    assert one["output_ids"] == many[0]["output_ids"]
+    meta = many[0]["meta_info"]
+    assert [lp for lp, _, _ in meta["output_token_logprobs"]] == pytest.approx(
+        list(expected[0].logprobs), abs=1e-5
+    )
+    assert [t for _, t, _ in meta["output_token_logprobs"]] == many[0]["output_ids"]
+    assert meta["finish_reason"] == {"type": "length", "length": 6} and meta["completion_tokens"] == 6
+    assert meta["prompt_tokens"] == len(prompts[0]) and meta["weight_version"] == str(engine.weights_version)
+    one = httpx.post(f"{server.url}/generate", json=body | {"input_ids": prompts[0]}).json()
+    assert one["output_ids"] == many[0]["output_ids"] and one["text"] == many[0]["text"]
+
+
+def test_zero_new_tokens_is_a_prefill_scoring(engine, server):
+    """``max_new_tokens: 0`` with ``logprob_start_len: 0`` scores the prompt at T=1, the first entry null."""
+    prompt = engine.tokenizer.encode("def f(x):")
+    body = {
+        "input_ids": prompt,
+        "sampling_params": {"max_new_tokens": 0},
+        "return_logprob": True,
+        "logprob_start_len": 0,
+    }
+    answer = httpx.post(f"{server.url}/generate", json=body).json()
+    scored = answer["meta_info"]["input_token_logprobs"]
+    assert answer["output_ids"] == [] and [t for _, t, _ in scored] == prompt and scored[0][0] is None
+    assert [lp for lp, _, _ in scored[1:]] == pytest.approx(engine.score([prompt])[0], abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +146,14 @@ def test_generate_route_is_tokens_in_tokens_out(engine, server):
             "sampling_params.temprature",
         ),
         ("/generate", b'{"input_ids": [1], "sampling_params": {"top_p": 0}}', "top_p must be in (0.0, 1.0]"),
+        ("/generate", b'{"input_ids": [1], "return_logprob": 1}', "return_logprob: expected a boolean"),
+        (
+            "/generate",
+            b'{"input_ids": [1], "sampling_params": {"top_k": 20}}',
+            "sampling_params.top_k: only -1",
+        ),
+        ("/generate", b'{"input_ids": [1], "text": "hi"}', "text: unknown field"),
+        ("/update_weights_from_disk", b"{}", "model_path: expected a string"),
         (
             "/generate",
             b'{"input_ids": [1], "sampling_params": {"temperature": "hot"}}',
@@ -213,7 +239,7 @@ async def test_serve_runs_in_the_current_loop(engine):
         assert (await http.get(f"{server.url}/health")).json()["status"] == "ok"
         body = {"input_ids": [1, 2, 3], "sampling_params": {"max_new_tokens": 3, "stop": "never"}}
         answer = (await http.post(f"{server.url}/generate", json=body)).json()
-        assert len(answer["output_ids"]) == 3 and json.dumps(answer)
+        assert len(answer["output_ids"]) == 3 and answer["meta_info"]["finish_reason"]["type"] == "length"
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(f"{server.url}/health")

@@ -61,3 +61,16 @@ async def test_local_policy_runs_a_real_episode(tiny, backend):
                               show_progress=False)  # fmt: skip
     assert result.status in ("ok", "agent_error") and result.reward_valid and result.reward == 0.0
     assert result.calls and result.calls[0].completion.token_ids and result.calls[0].completion.logprobs
+
+
+async def test_sync_from_the_shared_model_bumps_and_another_copies(tiny):
+    """``sync_from`` of the engine's own model moves the version on; another model's weights are copied."""
+    from transformers import AutoModelForCausalLM
+
+    engine = LocalEngine(tiny)
+    assert await engine.sync_from(engine.model) == 1
+    other = AutoModelForCausalLM.from_pretrained(tiny)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    assert await engine.sync_from(other) == 2
+    assert torch.equal(next(engine.model.parameters()), next(other.parameters()))
