@@ -8,7 +8,7 @@ kwaigym) against the training time (the policy update), as shares of the step. `
 one domain of two tasks with one step per stage (the plumbing, not the learning), in under a
 minute on two cores.
 
-The last line of stdout is one JSON object: ``stages`` (name -> ``wall_s``), ``total_s``,
+The last line of stdout is one JSON object: ``wall_s`` (stage name -> seconds), ``total_s``,
 ``table`` (model -> domain -> ``pass_rate``, ``episodes``), ``rl_steps`` (RL and OPD steps
 measured), ``rollout_share`` and ``train_share`` (of those steps' summed time).
 Usage: python benchmarks/pipeline.py [--quick] [--config FILE] [--out DIR]
@@ -71,7 +71,7 @@ def main(args) -> dict:
     print(format_table(table))
     print(f"{steps} RL/OPD steps: rollout {rollout_share:.0%} of their time, training {train_share:.0%}")
     return {
-        "stages": {name: stage["wall_s"] for name, stage in stages.items()},
+        "wall_s": {name: stage["wall_s"] for name, stage in stages.items()},
         "total_s": round(total, 1),
         "table": table,
         "rl_steps": steps,

@@ -29,6 +29,7 @@ from typing import Any
 
 import attrs
 
+from kwaigym.errors import ConfigError
 from kwaigym.trajectory.export import RL_KINDS, chat_messages, chat_tools, decoded_episodes, produced_turns
 from kwaigym.trajectory.tree import message_key
 
@@ -209,7 +210,11 @@ def _path_sample(path, tree, tokenizer, eos, checked, bad, bad_answers) -> Sampl
                   episode_id="", path=[c.call_id for c in path])  # fmt: skip
 
 
-def collate(samples: Sequence[Sample], pad_id: int) -> dict[str, Any]:
+ADVANTAGES = {"grpo": {}, "dr_grpo": {"std_normalize": False}, "reinforce": {"center": False}}
+"""Advantage estimators by name: keyword arguments of :func:`~reference_trainer.losses.group_advantages`."""
+
+
+def collate(samples: Sequence[Sample], pad_id: int, *, advantage: str = "grpo") -> dict[str, Any]:
     """Right-padded tensors for a batch.
 
     ``input_ids`` / ``turn_ids`` (long; pad ``pad_id`` / -1), ``attention_mask`` (long),
@@ -217,7 +222,7 @@ def collate(samples: Sequence[Sample], pad_id: int) -> dict[str, Any]:
     ``has_rollout_logprobs`` / ``reward_valid`` (bool, per row), ``rewards`` (float, NaN when
     unknown), ``advantages`` (float, :func:`~reference_trainer.losses.group_advantages` over the
     batch's *episodes*, grouped by task id, so an episode with several paths counts once; 0 for
-    invalid rewards).
+    invalid rewards; ``advantage`` names the estimator, see :data:`ADVANTAGES`).
     """
     import torch
 
@@ -247,7 +252,9 @@ def collate(samples: Sequence[Sample], pad_id: int) -> dict[str, Any]:
     rewards_E = torch.tensor([s.reward if s.reward_valid else 0.0 for s in ep], dtype=torch.float32)
     group_E = torch.tensor([groups.setdefault(s.group_id, len(groups)) for s in ep], dtype=torch.long)
     valid_E = torch.tensor([s.reward_valid and not math.isnan(s.reward) for s in ep], dtype=torch.bool)
-    adv_E = group_advantages(rewards_E, group_E, valid_E) if ep else torch.zeros(0)
+    if advantage not in ADVANTAGES:
+        raise ConfigError(f"collate: advantage must be one of {sorted(ADVANTAGES)}, got {advantage!r}")
+    adv_E = group_advantages(rewards_E, group_E, valid_E, **ADVANTAGES[advantage]) if ep else torch.zeros(0)
     advantages = torch.stack([adv_E[episodes[s.episode_id]] for s in samples]) if B else torch.zeros(0)
     return {
         "input_ids": input_ids,

@@ -346,9 +346,11 @@ def group_advantages(
     valid_N: torch.Tensor,
     *,
     std_normalize: bool = True,
+    center: bool = True,
     eps: float = 1e-6,
 ) -> torch.Tensor:
-    """Group-relative advantages (GRPO; Dr.GRPO with ``std_normalize=False``).
+    """Group-relative advantages (GRPO; Dr.GRPO with ``std_normalize=False``; REINFORCE without a
+    baseline, ``A_i = R_i``, with ``center=False``).
 
     Formula, over the valid members V_g of each rollout's group g::
 
@@ -359,10 +361,20 @@ def group_advantages(
 
     A group with one valid member has ``A = 0`` (it has no baseline; sigma is taken as 0).
     Invalid rewards may be NaN: they never enter the statistics.
+
+    Without a baseline (``center=False``) only rewarded episodes move the policy: with 0/1 rewards
+    that is behaviour cloning of the successes. Still an unbiased policy gradient, with more
+    variance, but it never pushes down a failed episode's tokens: a near-deterministic policy
+    (a small model after SFT) fails on one unlucky token, and pushing down everything it sampled
+    after it, garbage that decides nothing, cost more than it taught in our runs.
     """
     import torch
 
     valid_N = valid_N.bool()
+    if not center:
+        return torch.where(valid_N, rewards_N, torch.zeros_like(rewards_N)).to(
+            rewards_N.dtype if rewards_N.is_floating_point() else torch.float32
+        )
     _, group_N = torch.unique(group_ids_N, return_inverse=True)
     n_groups = int(group_N.max()) + 1 if group_N.numel() else 0
     r_N = torch.where(

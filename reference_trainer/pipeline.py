@@ -29,8 +29,8 @@ optional)::
     tasks = ["files-*"]           # ids or shell-style patterns (default: all)
     scaffold = "mini"
     [sft]   epochs, lr, max_tokens, samples (oracle episodes per task)
-    [rl]    steps, group_size, lr, max_new_tokens, concurrency
-    [opd]   steps, group_size, lr, lam (the KL weight, default 1)
+    [rl]    steps, group_size, lr, max_new_tokens, concurrency, advantage, updates
+    [opd]   the same keys, and lam (the KL weight, default 1)
     [eval]  samples, concurrency, max_new_tokens, cross (experts on other domains too)
 """
 
@@ -61,6 +61,9 @@ def _at_least(low: float):
     return check
 
 
+ESTIMATORS = ("grpo", "dr_grpo", "reinforce")
+
+
 @attrs.frozen(kw_only=True)
 class Domain:
     name: str
@@ -86,6 +89,10 @@ class RLStage:
     lr: float = attrs.field(default=1e-3, validator=_at_least(0))
     max_new_tokens: int = attrs.field(default=128, validator=_at_least(1))
     concurrency: int = attrs.field(default=8, validator=_at_least(1))
+    advantage: str = attrs.field(default="grpo", validator=attrs.validators.in_(ESTIMATORS))
+    """The estimator (``RLConfig.advantage``): grpo, dr_grpo or reinforce."""
+    updates: int = attrs.field(default=1, validator=_at_least(1))
+    """Optimizer steps per rollout batch (``RLConfig.updates``)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -147,8 +154,8 @@ class PipelineConfig:
             return cls(
                 model=data["model"], out=data["out"], domains=domains, seed=data.get("seed", 0), **parts
             )
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        except (TypeError, ValueError) as exc:  # a missing/unknown key, or a value out of its choices
+            raise ConfigError(f"{where}: {exc.args[0]}") from None
 
 
 def domain_tasks(domain: Domain) -> list[Task]:
@@ -279,6 +286,7 @@ class Pipeline:
 
         rl = RLConfig(loss="grpo", group_size=stage.group_size, lr=stage.lr, seed=self.config.seed,
                       max_new_tokens=stage.max_new_tokens, concurrency=stage.concurrency,
+                      advantage=stage.advantage, updates=stage.updates,
                       **({"opd_lambda": stage.lam} if isinstance(stage, OPDStage) else {}))  # fmt: skip
         if not stage.steps:
             return str(start)

@@ -3,9 +3,10 @@
 One step (:func:`rl_step`):
 
 1. roll out ``group_size`` episodes per task through kwaigym's rollout runner, every call answered
-   by a :class:`~reference_trainer.engine.local.LocalResponder` on ``engine``. The engine's model
+   by an :class:`~reference_trainer.engine.base.EngineResponder` on ``engine``. A local engine's model
    is also the trained model: the optimizer updates its weights in place, so the next step samples
-   from the new policy (fully on-policy, no weight sync);
+   from the new policy (fully on-policy, no weight sync); an SGLang engine is sent the trained
+   model's weights after the update (``engine.sync_from``);
 2. turn the episodes into samples (:func:`~kwaigym.trajectory.store.episode_to_dict`, then
    :func:`~reference_trainer.data.samples_from_episodes`) and collate them (group advantages);
 3. :func:`update`: one forward pass for the current log-probs (``logits[:, :-1]`` predict
@@ -28,6 +29,7 @@ and filters such mismatch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     import torch
 
     from kwaigym.task import Task
+    from reference_trainer.engine.base import ChatEngine
     from reference_trainer.engine.local import LocalEngine
     from reference_trainer.teacher import TeacherScorer
 
@@ -68,6 +71,10 @@ class RLConfig:
     """Episodes per task per step (one GRPO group)."""
     lr: float = attrs.field(default=1e-6, validator=_positive)
     loss: str = attrs.field(default="turn_gspo", validator=_one_of(LOSSES))
+    advantage: str = attrs.field(default="grpo", validator=_one_of(("grpo", "dr_grpo", "reinforce")))
+    """The advantage estimator (:data:`~reference_trainer.data.ADVANTAGES`): group-normalised
+    (GRPO), group-centred (Dr.GRPO) or the reward itself (REINFORCE without a baseline: only
+    successes move the policy)."""
     turn_ratio: str = attrs.field(default="mean", validator=_one_of(("mean", "sum")))
     """Turn-level GSPO's ratio (see :func:`~reference_trainer.losses.turn_gspo_loss`)."""
     eps_low: float | None = None
@@ -91,6 +98,10 @@ class RLConfig:
     """Per model call (the engine's limit is set to it for the rollout)."""
     seed: int = 0
     """Seeds the engine's sampling (:func:`make_trainer`)."""
+    updates: int = attrs.field(default=1, validator=_positive)
+    """Optimizer steps per rollout batch (PPO's epochs). The first is on-policy; later ones reuse
+    the batch against the same old log-probs, so the clip range bounds how far they move. More
+    than 1 gets more learning out of each (expensive) rollout."""
     max_grad_norm: float | None = 1.0
     weight_decay: float = 0.0
     """AdamW's (:func:`make_trainer`); 0 so that a step with zero advantages changes nothing."""
@@ -247,30 +258,20 @@ def update(
         clip = {
             k: v for k, v in (("eps_low", config.eps_low), ("eps_high", config.eps_high)) if v is not None
         }
-        if config.loss == "turn_gspo":
-            loss, metrics = turn_gspo_loss(
-                logp_BT,
-                old_BT,
-                adv_B,
-                mask_BT,
-                turns_BT,
-                turn_ratio=config.turn_ratio,
-                icepop_BT=icepop_BT,
-                **clip,
-            )
-        else:
-            if teacher_BT is not None:
-                adv_B = opd_advantages(adv_B, old_BT, teacher_BT, mask_BT, lam=config.opd_lambda)
-            loss, metrics = grpo_loss(logp_BT, old_BT, adv_B, mask_BT, icepop_BT=icepop_BT, **clip)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for p in model.parameters() if p.grad is not None]
-        if config.max_grad_norm is not None and params:
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
-        else:
-            grad_norm = float(sum(float(p.grad.detach().pow(2).sum()) for p in params) ** 0.5)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        if teacher_BT is not None:
+            adv_B = opd_advantages(adv_B, old_BT, teacher_BT, mask_BT, lam=config.opd_lambda)
+
+        def loss_of(logp_BT):
+            if config.loss == "turn_gspo":
+                return turn_gspo_loss(logp_BT, old_BT, adv_B, mask_BT, turns_BT,
+                                      turn_ratio=config.turn_ratio, icepop_BT=icepop_BT, **clip)  # fmt: skip
+            return grpo_loss(logp_BT, old_BT, adv_B, mask_BT, icepop_BT=icepop_BT, **clip)
+
+        loss, metrics = loss_of(logp_BT)
+        grad_norm = _step(model, loss, optimizer, config.max_grad_norm)
+        for _ in range(config.updates - 1):  # PPO epochs: the same batch, the same old log-probs
+            logp_BT = forward(model, input_ids_BT, batch["attention_mask"], temperature=temperature)
+            _step(model, loss_of(logp_BT)[0], optimizer, config.max_grad_norm)
     finally:
         model.eval()
     with torch.no_grad():
@@ -294,7 +295,7 @@ def update(
 
 
 async def rl_step(
-    engine: LocalEngine,
+    engine: ChatEngine,
     tasks: Sequence[Task],
     config: RLConfig,
     *,
@@ -302,22 +303,28 @@ async def rl_step(
     optimizer,
     teacher_for: Callable[[str], TeacherScorer | None] | None = None,
     scaffold_for: Callable[[Task], str] | None = None,
+    model=None,
 ) -> dict[str, float]:
     """Roll out ``config.group_size`` episodes per task with ``engine``, then one :func:`update`.
 
     ``teacher_for`` (task id -> teacher, or None) makes the step On-Policy Distillation jointly
     with RL: each sample is scored by its task's teacher (:mod:`reference_trainer.teacher`); needs
     ``config.loss == "grpo"``. ``scaffold_for`` (task -> scaffold name) runs tasks of several
-    domains each with its own agent (default: ``config.scaffold`` for all)."""
+    domains each with its own agent (default: ``config.scaffold`` for all). ``model`` is the trained
+    model (default ``engine.model``: a local engine sharing it); after the update the engine is synced
+    from it (``engine.sync_from``: a version bump for the shared model, weights sent to SGLang servers)."""
     from kwaigym.policies import Policy
     from kwaigym.rollout import rollout
     from kwaigym.trajectory.store import episode_to_dict
     from reference_trainer.data import collate, samples_from_episodes
-    from reference_trainer.engine.local import LocalResponder
+    from reference_trainer.engine.base import EngineResponder
     from reference_trainer.teacher import teacher_logprobs
 
+    model = getattr(engine, "model", None) if model is None else model
+    if model is None:
+        raise ConfigError(f"rl_step: {type(engine).__name__} holds no model; pass the trained one as model=")
     engine.max_new_tokens = config.max_new_tokens
-    responder = LocalResponder(engine)
+    responder = EngineResponder(engine)
     started = time.perf_counter()
     by_scaffold: dict[str, list[Task]] = {}
     for task in tasks:
@@ -332,7 +339,7 @@ async def rl_step(
     samples, report = samples_from_episodes(records, engine.tokenizer)
     tokenizer = engine.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    batch = collate(samples, pad_id)
+    batch = collate(samples, pad_id, advantage=config.advantage)
     known_BT = known_logprobs(samples, batch["input_ids"].shape[1])
     teacher_BT, opd = None, {}
     if teacher_for is not None and samples:
@@ -340,13 +347,14 @@ async def rl_step(
         teacher_BT = teacher_logprobs(batch, [teacher_for(s.group_id) for s in samples])
         opd = _opd_metrics(batch, teacher_BT, time.perf_counter() - started)
     started = time.perf_counter()
-    with engine.lock:  # a served engine (reference_trainer.engine.server) samples between steps only
+    # a served local engine (reference_trainer.engine.server) samples between steps only
+    with getattr(engine, "lock", contextlib.nullcontext()):
         metrics = update(
-            engine.model, batch, config, optimizer, known_BT=known_BT, temperature=engine.temperature,
+            model, batch, config, optimizer, known_BT=known_BT, temperature=engine.logprob_temperature,
             teacher_BT=teacher_BT,
         )  # fmt: skip
     update_s = time.perf_counter() - started
-    metrics["weights_version"] = float(engine.update_weights())  # in place already: the version moves on
+    metrics["weights_version"] = float(await engine.sync_from(model, tokenizer))
     trained_tokens = float(batch["attention_mask"].sum()) if batch["input_ids"].numel() else 0.0
 
     valid = [r.reward for r in results if r.reward_valid and r.reward is not None]
@@ -370,6 +378,22 @@ async def rl_step(
         **opd,
     )
     return metrics
+
+
+def _step(model, loss, optimizer, max_grad_norm: float | None) -> float:
+    """Backward, clip and one optimizer step; returns the gradient norm before clipping."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    if max_grad_norm is not None and params:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_grad_norm))
+    else:
+        grad_norm = float(sum(float(p.grad.detach().pow(2).sum()) for p in params) ** 0.5)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
 
 
 def _opd_metrics(batch, teacher_BT, teacher_s: float) -> dict[str, float]:

@@ -205,6 +205,9 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--concurrency", type=int, default=4, help="episodes at once")
     p.add_argument("--loss", choices=LOSSES, default="turn_gspo")
     p.add_argument("--turn-ratio", choices=("mean", "sum"), default="mean")
+    p.add_argument("--advantage", choices=("grpo", "dr_grpo", "reinforce"), default="grpo",
+                   help="advantage estimator (reinforce: the reward itself, no baseline)")  # fmt: skip
+    p.add_argument("--updates", type=int, default=1, help="optimizer steps per rollout batch (PPO epochs)")
     p.add_argument("--lr", type=float, default=1e-6)
     p.add_argument("--mcla-k", type=int, default=1, help="prefills averaged for IcePop's old log-probs")
     p.add_argument("--tree", action="store_true", help="tree training: shared prefixes computed once")
@@ -213,7 +216,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     a = p.parse_args(argv)
     rl = RLConfig(group_size=a.group_size, lr=a.lr, loss=a.loss, turn_ratio=a.turn_ratio,
                   seed=a.seed, max_new_tokens=a.max_new_tokens, scaffold=a.scaffold,
-                  concurrency=a.concurrency, mcla_k=a.mcla_k, tree=a.tree)  # fmt: skip
+                  concurrency=a.concurrency, mcla_k=a.mcla_k, tree=a.tree, advantage=a.advantage,
+                  updates=a.updates)  # fmt: skip
     tasks = tuple(t for t in a.tasks.split(",") if t)
     return TrainConfig(model=a.model, out=a.out, dataset=a.dataset, tasks=tasks,
                        tasks_per_step=a.tasks_per_step, steps=a.steps, save_every=a.save_every,

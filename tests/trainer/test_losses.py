@@ -262,6 +262,14 @@ def test_group_advantages_exclude_invalid_rewards():
     assert centred == pytest.approx([0.5, -0.5, 0.0, -0.75, 0.75, 0.0])
 
 
+def test_group_advantages_without_a_baseline_are_the_valid_rewards():
+    """center=False (REINFORCE without a baseline) gives each valid episode its own reward, invalid 0."""
+    rewards = torch.tensor([1.0, 0.0, float("nan"), 0.5])
+    valid = torch.tensor([True, True, False, True])
+    adv = group_advantages(rewards, torch.tensor([1, 1, 1, 2]), valid, center=False)
+    assert adv.tolist() == [1.0, 0.0, 0.0, 0.5]
+
+
 def test_group_advantages_of_equal_rewards_are_zero():
     """A group whose valid rewards agree carries no signal (the eps keeps it finite)."""
     adv = group_advantages(torch.ones(4), torch.zeros(4), torch.ones(4, dtype=torch.bool))

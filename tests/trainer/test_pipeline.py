@@ -21,7 +21,14 @@ SMALL = {
         {"name": "code", "dataset": "drills", "tasks": ["code-add-*", "code-mul-*"]},
     ],
     "sft": {"epochs": 2},
-    "rl": {"steps": 1, "group_size": 2, "max_new_tokens": 16, "concurrency": 4},
+    "rl": {
+        "steps": 1,
+        "group_size": 2,
+        "max_new_tokens": 16,
+        "concurrency": 4,
+        "advantage": "reinforce",
+        "updates": 2,
+    },
     "opd": {"steps": 1, "group_size": 2, "max_new_tokens": 16, "concurrency": 4},
     "eval": {"samples": 1, "max_new_tokens": 16},
 }
@@ -45,6 +52,7 @@ def test_config_from_toml_and_its_errors(tmp_path):
         'model = "m"\nout = "o"\nepochs = 2\n': "unknown key",
         'out = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n': "missing 'model'",
         "model = \n": "not valid TOML",
+        'model = "m"\nout = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n[rl]\nadvantage = 1\n': "advantage",
     }
     for text, message in bad.items():
         path.write_text(text)

@@ -75,6 +75,38 @@ def test_update_with_nonzero_advantages_changes_the_model(tiny, loss):
     assert not engine.model.training  # back in eval mode for sampling
 
 
+def test_the_advantage_estimator_is_chosen_by_name(tiny):
+    """reinforce: the failed episode gets 0 (only the success moves the policy); a bad name is refused."""
+    engine, _ = make_trainer(tiny, RLConfig())
+    batch, _ = _synthetic_batch(engine.model)
+    assert batch["advantages"].tolist() == pytest.approx([0.7071, -0.7071], abs=1e-3)
+    samples = [_sample([5, 6, 7], [0, 1, 1], [-1, 0, 0], [math.nan] * 3, r, "t", f"e{r}") for r in (1.0, 0.0)]
+    assert collate(samples, pad_id=0, advantage="reinforce")["advantages"].tolist() == [1.0, 0.0]
+    assert collate(samples, pad_id=0, advantage="dr_grpo")["advantages"].tolist() == [0.5, -0.5]
+    with pytest.raises(ConfigError, match="advantage must be one of"):
+        collate(samples, pad_id=0, advantage="ppo")
+    with pytest.raises(ConfigError, match="advantage"):
+        RLConfig(advantage="ppo")
+
+
+def test_several_updates_per_batch_move_further(tiny):
+    """updates=K takes K optimizer steps on one batch: the success's log-prob rises more than with one."""
+    gains = {}
+    for updates in (1, 4):
+        config = RLConfig(loss="grpo", lr=1e-3, updates=updates)
+        engine, optimizer = make_trainer(tiny, config)
+        batch, known = _synthetic_batch(engine.model)
+        ids, mask = batch["input_ids"][:1], batch["attention_mask"][:1]
+        policy = batch["loss_mask"][:1, 1:] > 0
+        before = token_logprobs(engine.model, ids, mask).detach()
+        update(engine.model, batch, config, optimizer, known_BT=known)
+        after = token_logprobs(engine.model, ids, mask).detach()
+        gains[updates] = float((after - before)[policy].sum())
+    assert gains[4] > gains[1] > 0, gains
+    with pytest.raises(ConfigError, match="updates"):
+        RLConfig(updates=0)
+
+
 def test_zero_advantages_and_no_policy_tokens_do_not_crash(tiny):
     config = RLConfig(lr=1e-2)
     engine, optimizer = make_trainer(tiny, config)

@@ -12,7 +12,7 @@ from kwaigym.errors import ConfigError
 torch = pytest.importorskip("torch", reason="the trainer extra (torch) is not installed")
 pytest.importorskip("tensorboard", reason="the trainer extra (tensorboard) is not installed")
 from reference_trainer.rl import RLConfig  # noqa: E402
-from reference_trainer.train import TrainConfig, main, tasks_for_step, train  # noqa: E402
+from reference_trainer.train import TrainConfig, main, parse_args, tasks_for_step, train  # noqa: E402
 
 
 def _config(out, steps, **kwargs):
@@ -69,6 +69,14 @@ async def test_bad_input_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="steps must be >= 1"):
         TrainConfig(model="tiny-dense", out=tmp_path, steps=0)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "initial").exists()
+
+
+def test_cli_sets_the_estimator_and_updates(tmp_path):
+    """--advantage and --updates reach the RL config; --updates 0 is a config error (exit 2)."""
+    config = parse_args(["--model", "tiny-dense", "--out", str(tmp_path), "--advantage", "reinforce",
+                         "--updates", "8"])  # fmt: skip
+    assert (config.rl.advantage, config.rl.updates) == ("reinforce", 8)
+    assert main(["--model", "tiny-dense", "--out", str(tmp_path), "--updates", "0"]) == 2
 
 
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
