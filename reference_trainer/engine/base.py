@@ -131,11 +131,11 @@ class ChatEngine(abc.ABC):
         """The temperature a trainer computes its log-probs at, to compare with this engine's rollouts."""
         return self.temperature
 
+    @abc.abstractmethod
     async def sync_from(self, model, tokenizer=None) -> int:
         """Make the engine sample from ``model``'s current weights (after an optimizer step).
 
         Returns the new ``weights_version``."""
-        raise NotImplementedError(f"{type(self).__name__} cannot take weights from a trainer's model")
 
     def render(self, request: ChatRequest) -> list[int]:
         """The prompt's token ids: the conversation and tools through the model's chat template."""

@@ -286,14 +286,14 @@ class LocalEngine(ChatEngine):
         Blocking; one forward per sequence, under the lock (between sampling batches)."""
         import torch
 
+        from reference_trainer.rl import token_logprobs
+
         device = next(self.model.parameters()).device
-        out = []
         with self.lock, torch.no_grad():
-            for seq in sequences:
-                ids = torch.tensor([list(seq)], device=device)
-                logp = torch.log_softmax(self.model(input_ids=ids).logits[0, :-1].float(), -1)
-                out.append(logp.gather(-1, ids[0, 1:, None])[:, 0].tolist())
-        return out
+            return [
+                token_logprobs(self.model, torch.tensor([list(seq)], device=device), None)[0].tolist()
+                for seq in sequences
+            ]
 
     async def aprefill_logprobs(
         self, sequences: Sequence[Sequence[int]], *, passes: int = 1
