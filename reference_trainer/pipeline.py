@@ -29,7 +29,7 @@ optional)::
     tasks = ["files-*"]           # ids or shell-style patterns (default: all)
     scaffold = "mini"
     [sft]   epochs, lr, max_tokens, samples (oracle episodes per task)
-    [rl]    steps, group_size, lr, max_new_tokens, concurrency, advantage, updates
+    [rl]    steps, group_size, lr, max_new_tokens, concurrency, advantage, updates, tree
     [opd]   the same keys, and lam (the KL weight, default 1)
     [eval]  samples, concurrency, max_new_tokens, cross (experts on other domains too)
 """
@@ -93,6 +93,9 @@ class RLStage:
     """The estimator (``RLConfig.advantage``): grpo, dr_grpo or reinforce."""
     updates: int = attrs.field(default=1, validator=_at_least(1))
     """Optimizer steps per rollout batch (``RLConfig.updates``)."""
+    tree: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
+    """Train over the batch's prefix tree (``RLConfig.tree``): a group's samples share their prompt,
+    which is then computed once; on the CPU demo an update runs about 3.5x faster."""
 
 
 @attrs.frozen(kw_only=True)
@@ -286,7 +289,7 @@ class Pipeline:
 
         rl = RLConfig(loss="grpo", group_size=stage.group_size, lr=stage.lr, seed=self.config.seed,
                       max_new_tokens=stage.max_new_tokens, concurrency=stage.concurrency,
-                      advantage=stage.advantage, updates=stage.updates,
+                      advantage=stage.advantage, updates=stage.updates, tree=stage.tree,
                       **({"opd_lambda": stage.lam} if isinstance(stage, OPDStage) else {}))  # fmt: skip
         if not stage.steps:
             return str(start)

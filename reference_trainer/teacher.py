@@ -5,7 +5,8 @@ the teacher's log-prob of that token: one forward of the teacher over the studen
 only the picked log-probs kept (no full logits leave the forward). :class:`TeacherScorer` does this
 
 - batched: the sequences of a step are sorted by length and scored in forwards of at most
-  ``max_batch_tokens`` padded tokens;
+  ``max_batch_tokens`` padded tokens, each over its prefix tree (the rows share the system prompt
+  and tools, and a task's samples its prompt: computed once);
 - cached: by exact token sequence (a bounded LRU). A sharp student samples the same trajectory
   many times within a group and across steps; each distinct one is scored once.
 
@@ -101,7 +102,7 @@ class TeacherScorer:
     def _forward(self, todo: Mapping[bytes, Sequence[int]]) -> dict[bytes, torch.Tensor]:
         import torch
 
-        from reference_trainer.rl import token_logprobs
+        from reference_trainer.rl import tree_token_logprobs
 
         device = next(self.model.parameters()).device
         order = sorted(todo, key=lambda k: len(todo[k]))
@@ -121,7 +122,7 @@ class TeacherScorer:
                 ids[row, : len(seq)] = torch.as_tensor(list(seq))
                 mask[row, : len(seq)] = 1
             with torch.no_grad():
-                logp = token_logprobs(self.model, ids.to(device), mask.to(device)).float().cpu()
+                logp = tree_token_logprobs(self.model, ids.to(device), mask.to(device)).float().cpu()
             for row, key in enumerate(chunk):
                 result[key] = logp[row, : len(todo[key]) - 1]
             self.stats.forwards += 1

@@ -28,6 +28,7 @@ SMALL = {
         "concurrency": 4,
         "advantage": "reinforce",
         "updates": 2,
+        "tree": True,
     },
     "opd": {"steps": 1, "group_size": 2, "max_new_tokens": 16, "concurrency": 4},
     "eval": {"samples": 1, "max_new_tokens": 16},
@@ -37,7 +38,7 @@ SMALL = {
 def test_config_from_toml_and_its_errors(tmp_path):
     path = tmp_path / "p.toml"
     path.write_text('model = "tiny-dense"\nout = "runs/p"\n[[domains]]\nname = "a"\ndataset = "drills"\n'
-                    '[rl]\nsteps = 3\n[opd]\nlam = 0.5\n')  # fmt: skip
+                    '[rl]\nsteps = 3\ntree = true\n[opd]\nlam = 0.5\n')  # fmt: skip
     config = PipelineConfig.from_toml(path)
     assert (config.rl.steps, config.opd.lam, config.opd.steps, config.domains[0].scaffold) == (
         3,
@@ -45,6 +46,7 @@ def test_config_from_toml_and_its_errors(tmp_path):
         4,
         "mini",
     )
+    assert (config.rl.tree, config.opd.tree) == (True, False)
     bad = {
         'model = "m"\nout = "o"\ndomains = []\n': "distinct names",
         'model = "m"\nout = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n[rl]\nstep = 1\n': "step",
@@ -53,6 +55,7 @@ def test_config_from_toml_and_its_errors(tmp_path):
         'out = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n': "missing 'model'",
         "model = \n": "not valid TOML",
         'model = "m"\nout = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n[rl]\nadvantage = 1\n': "advantage",
+        'model = "m"\nout = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n[opd]\ntree = "yes"\n': "tree",
     }
     for text, message in bad.items():
         path.write_text(text)
