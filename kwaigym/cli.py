@@ -31,6 +31,7 @@ import sys
 import uuid
 
 from kwaigym.errors import KwaigymError
+from kwaigym.interrupt import sigterm_as_interrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -305,6 +306,7 @@ async def _main(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    sigterm_as_interrupt()
     try:
         if args.command in ("report", "export"):
             return _offline(args)

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from kwaigym.errors import KwaigymError
+from kwaigym.interrupt import sigterm_as_interrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipeline.add_argument("config", help="the pipeline's TOML file")
     pipeline.add_argument("--out", help="run directory (overrides the config's out)")
     args = parser.parse_args(argv)
+    sigterm_as_interrupt()
     try:
         import attrs
 
@@ -36,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KwaigymError as exc:
         print(f"pipeline: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the episodes in flight were cleaned up
+        print("pipeline: interrupted; run it again to resume", file=sys.stderr)
+        return 130
     print("\npass rate (episodes) per domain:")
     print(format_table(table))
     return 0

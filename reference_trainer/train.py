@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from kwaigym.errors import ConfigError, KwaigymError
+from kwaigym.interrupt import sigterm_as_interrupt
 from reference_trainer.rl import RLConfig
 
 if TYPE_CHECKING:
@@ -225,12 +226,16 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    sigterm_as_interrupt()
     try:
         config = parse_args(argv)
         asyncio.run(train(config))
     except KwaigymError as e:
         print(f"kwaigym-train: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the episodes in flight were cleaned up
+        print("kwaigym-train: interrupted; run it again to resume from the last checkpoint", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -27,7 +28,7 @@ from kwaigym.policies import Policy
 from kwaigym.proxy import ScriptedResponder, UpstreamResponder
 from kwaigym.rollout import UpstreamPolicies, rollout
 from kwaigym.sandbox import PodmanBackend
-from kwaigym.sandbox.base import LABEL_EPISODE
+from kwaigym.sandbox.base import LABEL, LABEL_EPISODE, LABEL_OWNER
 from kwaigym.sandbox.podman import remove_container
 from kwaigym.sandbox.reaper import list_sandboxes, owner_id
 from kwaigym.sandbox.service import PodmanService
@@ -331,3 +332,37 @@ async def test_full_results_disk_fails_cleanly_and_resumes(small_disk, backend, 
     assert keys(records) == sorted((t.id, "mini", 0) for t in todo)  # each once: none lost, none repeated
     assert all(r["status"] == OK and r["reward"] == 1.0 for r in records)
     assert await leaked(service) == []
+
+
+def _sandboxes_of(pid: int) -> list[str]:
+    """Ids of the kwaigym containers whose owner label names process ``pid``."""
+    fmt = f'{{{{.ID}}}} {{{{index .Labels "{LABEL_OWNER}"}}}}'
+    out = subprocess.run(["podman", "ps", "-a", "--filter", f"label={LABEL}", "--format", fmt],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return [line.split()[0] for line in out.splitlines() if f"/{pid}/" in line]
+
+
+def test_sigterm_mid_eval_removes_its_sandboxes(tmp_path):
+    """A scheduler's SIGTERM (or ``timeout``) ends ``kwaigym eval`` the way Ctrl-C does: the
+    episodes in flight are cancelled and their containers removed before the process exits."""
+    cmd = [sys.executable, "-m", "kwaigym.cli", "eval", "--dataset", "drills", "--task", "code-add-plus",
+           "--policy", "oracle", "--samples", "32", "--concurrency", "4",
+           "--out", str(tmp_path / "run")]  # fmt: skip
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err) as proc:
+        seen: list[str] = []
+        try:
+            deadline = time.monotonic() + 120
+            while not seen and time.monotonic() < deadline and proc.poll() is None:
+                seen = _sandboxes_of(proc.pid)
+                time.sleep(0.2)
+            assert seen, f"no sandbox of the eval appeared: {proc.poll()=}"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=120) == 130, log.read_text()
+            assert _sandboxes_of(proc.pid) == []
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for box in _sandboxes_of(proc.pid):
+                subprocess.run(["podman", "rm", "-f", box], capture_output=True)
