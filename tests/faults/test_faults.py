@@ -28,7 +28,7 @@ from kwaigym.policies import Policy
 from kwaigym.proxy import ScriptedResponder, UpstreamResponder
 from kwaigym.rollout import UpstreamPolicies, rollout
 from kwaigym.sandbox import PodmanBackend
-from kwaigym.sandbox.base import LABEL, LABEL_EPISODE, LABEL_OWNER
+from kwaigym.sandbox.base import LABEL_EPISODE
 from kwaigym.sandbox.podman import remove_container
 from kwaigym.sandbox.reaper import list_sandboxes, owner_id
 from kwaigym.sandbox.service import PodmanService
@@ -334,35 +334,33 @@ async def test_full_results_disk_fails_cleanly_and_resumes(small_disk, backend, 
     assert await leaked(service) == []
 
 
-def _sandboxes_of(pid: int) -> list[str]:
-    """Ids of the kwaigym containers whose owner label names process ``pid``."""
-    fmt = f'{{{{.ID}}}} {{{{index .Labels "{LABEL_OWNER}"}}}}'
-    out = subprocess.run(["podman", "ps", "-a", "--filter", f"label={LABEL}", "--format", fmt],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    return [line.split()[0] for line in out.splitlines() if f"/{pid}/" in line]
+async def sandboxes_of(service: PodmanService, pid: int) -> list[str]:
+    """Ids of the kwaigym containers whose owner label (host/pid/start) names process ``pid``."""
+    return [b.id for b in await list_sandboxes(service) if f"/{pid}/" in b.owner]
 
 
-def test_sigterm_mid_eval_removes_its_sandboxes(tmp_path):
+async def test_sigterm_mid_eval_removes_its_sandboxes(service, tmp_path):
     """A scheduler's SIGTERM (or ``timeout``) ends ``kwaigym eval`` the way Ctrl-C does: the
     episodes in flight are cancelled and their containers removed before the process exits."""
     cmd = [sys.executable, "-m", "kwaigym.cli", "eval", "--dataset", "drills", "--task", "code-add-plus",
            "--policy", "oracle", "--samples", "32", "--concurrency", "4",
            "--out", str(tmp_path / "run")]  # fmt: skip
     log = tmp_path / "stderr.txt"
-    with log.open("w") as err, subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err) as proc:
+    with log.open("w") as err:
+        proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.DEVNULL, stderr=err)
         seen: list[str] = []
         try:
             deadline = time.monotonic() + 120
-            while not seen and time.monotonic() < deadline and proc.poll() is None:
-                seen = _sandboxes_of(proc.pid)
-                time.sleep(0.2)
-            assert seen, f"no sandbox of the eval appeared: {proc.poll()=}"
+            while not seen and time.monotonic() < deadline and proc.returncode is None:
+                seen = await sandboxes_of(service, proc.pid)
+                await asyncio.sleep(0.2)
+            assert seen, f"no sandbox of the eval appeared: {proc.returncode=}"
             proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=120) == 130, log.read_text()
-            assert _sandboxes_of(proc.pid) == []
+            assert await asyncio.wait_for(proc.wait(), 120) == 130, log.read_text()
+            assert await sandboxes_of(service, proc.pid) == []
         finally:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 proc.kill()
-                proc.wait()
-            for box in _sandboxes_of(proc.pid):
-                subprocess.run(["podman", "rm", "-f", box], capture_output=True)
+                await proc.wait()
+            for box in await sandboxes_of(service, proc.pid):
+                await remove_container(service, box)
