@@ -23,6 +23,7 @@ optional)::
     model = "tiny-dense"          # a preset (random weights) or a model directory
     out = "runs/pipeline"
     seed = 0
+    sample_threads = 1            # torch threads while sampling (default: torch's); see LocalEngine
     [[domains]]
     name = "files"
     dataset = "drills"            # a kwaigym dataset name or path
@@ -118,6 +119,12 @@ class PipelineConfig:
     out: Path = attrs.field(converter=Path)
     domains: tuple[Domain, ...] = attrs.field(converter=tuple)
     seed: int = 0
+    sample_threads: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional([attrs.validators.instance_of(int), _at_least(1)]),
+    )
+    """torch's intra-op threads while a local engine samples (RL, OPD and eval rollouts): 1 on a
+    small CPU machine, whose other cores the sandboxes need. None: torch's setting."""
     sft: SFTStage = attrs.Factory(SFTStage)
     rl: RLStage = attrs.Factory(RLStage)
     opd: OPDStage = attrs.Factory(OPDStage)
@@ -145,7 +152,7 @@ class PipelineConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "pipeline config") -> PipelineConfig:
         stages = {"sft": SFTStage, "rl": RLStage, "opd": OPDStage, "eval": EvalStage}
-        known = {"model", "out", "seed", "domains", *stages}
+        known = {"model", "out", "seed", "sample_threads", "domains", *stages}
         if unknown := sorted(set(data) - known):
             raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
         for key in ("model", "out", "domains"):
@@ -154,9 +161,8 @@ class PipelineConfig:
         try:
             domains = [Domain(**d) for d in data["domains"]]
             parts = {k: kind(**data[k]) for k, kind in stages.items() if k in data}
-            return cls(
-                model=data["model"], out=data["out"], domains=domains, seed=data.get("seed", 0), **parts
-            )
+            return cls(model=data["model"], out=data["out"], domains=domains, seed=data.get("seed", 0),
+                       sample_threads=data.get("sample_threads"), **parts)  # fmt: skip
         except (TypeError, ValueError) as exc:  # a missing/unknown key, or a value out of its choices
             raise ConfigError(f"{where}: {exc.args[0]}") from None
 
@@ -290,6 +296,7 @@ class Pipeline:
         rl = RLConfig(loss="grpo", group_size=stage.group_size, lr=stage.lr, seed=self.config.seed,
                       max_new_tokens=stage.max_new_tokens, concurrency=stage.concurrency,
                       advantage=stage.advantage, updates=stage.updates, tree=stage.tree,
+                      sample_threads=self.config.sample_threads,
                       **({"opd_lambda": stage.lam} if isinstance(stage, OPDStage) else {}))  # fmt: skip
         if not stage.steps:
             return str(start)
@@ -313,7 +320,8 @@ class Pipeline:
 
         path = self.base_path() if model == "base" else self.model_path(model)
         e = self.config.eval
-        engine = LocalEngine(path, max_new_tokens=e.max_new_tokens, seed=self.config.seed)
+        engine = LocalEngine(path, max_new_tokens=e.max_new_tokens, seed=self.config.seed,
+                             threads=self.config.sample_threads)  # fmt: skip
         policy = lambda task, scaffold: Policy(LocalResponder(engine))  # noqa: E731
         out = {}
         own = model.split("-", 1)[1] if model.startswith(("sft-", "rl-")) else None

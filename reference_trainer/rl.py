@@ -107,6 +107,9 @@ class RLConfig:
     """AdamW's (:func:`make_trainer`); 0 so that a step with zero advantages changes nothing."""
     scaffold: str = "mini"
     concurrency: int = attrs.field(default=4, validator=_positive)
+    sample_threads: int | None = attrs.field(default=None, validator=attrs.validators.optional(_positive))
+    """torch's intra-op threads while the local engine samples (``LocalEngine(threads=...)``);
+    None leaves torch's setting. 1 on a small CPU machine: the sandboxes need the other cores."""
 
 
 def make_trainer(path, config: RLConfig) -> tuple[LocalEngine, torch.optim.Optimizer]:
@@ -116,7 +119,9 @@ def make_trainer(path, config: RLConfig) -> tuple[LocalEngine, torch.optim.Optim
     from reference_trainer.engine.local import LocalEngine
 
     torch.manual_seed(config.seed)
-    engine = LocalEngine(path, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    engine = LocalEngine(
+        path, max_new_tokens=config.max_new_tokens, seed=config.seed, threads=config.sample_threads
+    )
     return engine, torch.optim.AdamW(
         engine.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )

@@ -213,12 +213,14 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
     p.add_argument("--mcla-k", type=int, default=1, help="prefills averaged for IcePop's old log-probs")
     p.add_argument("--tree", action="store_true", help="tree training: shared prefixes computed once")
     p.add_argument("--max-new-tokens", type=int, default=512, help="per model call")
+    p.add_argument("--sample-threads", type=int, default=None,
+                   help="torch threads while sampling (default: torch's; 1 on a small CPU box)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     rl = RLConfig(group_size=a.group_size, lr=a.lr, loss=a.loss, turn_ratio=a.turn_ratio,
                   seed=a.seed, max_new_tokens=a.max_new_tokens, scaffold=a.scaffold,
                   concurrency=a.concurrency, mcla_k=a.mcla_k, tree=a.tree, advantage=a.advantage,
-                  updates=a.updates)  # fmt: skip
+                  updates=a.updates, sample_threads=a.sample_threads)  # fmt: skip
     tasks = tuple(t for t in a.tasks.split(",") if t)
     return TrainConfig(model=a.model, out=a.out, dataset=a.dataset, tasks=tasks,
                        tasks_per_step=a.tasks_per_step, steps=a.steps, save_every=a.save_every,

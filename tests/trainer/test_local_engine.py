@@ -53,6 +53,32 @@ def test_not_a_model_directory_is_refused(tmp_path):
         LocalEngine(tmp_path)
 
 
+def test_threads_apply_while_sampling_only(tiny):
+    """``threads`` holds torch's intra-op count while ``generate`` runs and puts it back; the draw is
+    the same as with torch's own setting (same seed)."""
+    default = LocalEngine(tiny, max_new_tokens=8, seed=3)
+    engine = LocalEngine(tiny, max_new_tokens=8, seed=3, threads=1)
+    seen, generate = [], engine.model.generate
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return generate(*args, **kwargs)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engine.model.generate = spy
+        (ours,) = engine.sample([[5, 6, 7]])
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        del engine.model.generate
+        torch.set_num_threads(before)
+    (theirs,) = default.sample([[5, 6, 7]])
+    assert ours.token_ids == theirs.token_ids
+    with pytest.raises(ConfigError, match="threads must be at least 1"):
+        LocalEngine(tiny, threads=0)
+
+
 @pytest.mark.podman
 async def test_local_policy_runs_a_real_episode(tiny, backend):
     """`local:PATH` (found by entry point) drives mini on a bundled task; its calls carry token data."""

@@ -37,7 +37,8 @@ SMALL = {
 
 def test_config_from_toml_and_its_errors(tmp_path):
     path = tmp_path / "p.toml"
-    path.write_text('model = "tiny-dense"\nout = "runs/p"\n[[domains]]\nname = "a"\ndataset = "drills"\n'
+    path.write_text('model = "tiny-dense"\nout = "runs/p"\nsample_threads = 1\n'
+                    '[[domains]]\nname = "a"\ndataset = "drills"\n'
                     '[rl]\nsteps = 3\ntree = true\n[opd]\nlam = 0.5\n')  # fmt: skip
     config = PipelineConfig.from_toml(path)
     assert (config.rl.steps, config.opd.lam, config.opd.steps, config.domains[0].scaffold) == (
@@ -46,7 +47,7 @@ def test_config_from_toml_and_its_errors(tmp_path):
         4,
         "mini",
     )
-    assert (config.rl.tree, config.opd.tree) == (True, False)
+    assert (config.rl.tree, config.opd.tree, config.sample_threads) == (True, False, 1)
     bad = {
         'model = "m"\nout = "o"\ndomains = []\n': "distinct names",
         'model = "m"\nout = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n[rl]\nstep = 1\n': "step",
@@ -56,6 +57,7 @@ def test_config_from_toml_and_its_errors(tmp_path):
         "model = \n": "not valid TOML",
         'model = "m"\nout = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n[rl]\nadvantage = 1\n': "advantage",
         'model = "m"\nout = "o"\n[[domains]]\nname = "a"\ndataset = "d"\n[opd]\ntree = "yes"\n': "tree",
+        'model="m"\nout="o"\nsample_threads=0\n[[domains]]\nname="a"\ndataset="d"\n': "sample_threads",
     }
     for text, message in bad.items():
         path.write_text(text)
