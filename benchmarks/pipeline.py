@@ -9,7 +9,9 @@ one domain of two tasks with one step per stage (the plumbing, not the learning)
 minute on two cores.
 
 The last line of stdout is one JSON object: ``wall_s`` (stage name -> seconds), ``total_s``,
-``table`` (model -> domain -> ``pass_rate``, ``episodes``), ``rl_steps`` (RL and OPD steps
+``table`` (model -> domain -> ``pass_rate``, ``episodes``), ``comparisons`` (domain ->
+``rl_vs_sft_z``, RL's gain over SFT in standard errors, and ``student_share``, the student's pass
+rate over the best expert's), ``rl_steps`` (RL and OPD steps
 measured), ``rollout_share`` and ``train_share`` (of those steps' summed time).
 Usage: python benchmarks/pipeline.py [--quick] [--config FILE] [--out DIR]
 """
@@ -28,7 +30,13 @@ import attrs
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from reference_trainer.pipeline import Pipeline, PipelineConfig, format_table  # noqa: E402
+from reference_trainer.pipeline import (  # noqa: E402
+    Pipeline,
+    PipelineConfig,
+    comparisons,
+    format_comparisons,
+    format_table,
+)
 
 DEMO = ROOT / "examples" / "pipeline" / "demo.toml"
 QUICK = {
@@ -69,11 +77,13 @@ def main(args) -> dict:
     stages = json.loads((out / "stages.json").read_text())
     steps, rollout_share, train_share = step_shares(out)
     print(format_table(table))
+    print(format_comparisons(table))
     print(f"{steps} RL/OPD steps: rollout {rollout_share:.0%} of their time, training {train_share:.0%}")
     return {
         "wall_s": {name: stage["wall_s"] for name, stage in stages.items()},
         "total_s": round(total, 1),
         "table": table,
+        "comparisons": comparisons(table),
         "rl_steps": steps,
         "rollout_share": round(rollout_share, 3),
         "train_share": round(train_share, 3),

@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import attrs
 
-        from reference_trainer.pipeline import Pipeline, PipelineConfig, format_table
+        from reference_trainer.pipeline import Pipeline, PipelineConfig, format_comparisons, format_table
 
         config = PipelineConfig.from_toml(args.config)
         if args.out:
@@ -43,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print("\npass rate (episodes) per domain:")
     print(format_table(table))
+    if lines := format_comparisons(table):
+        print(lines)
     return 0
 
 

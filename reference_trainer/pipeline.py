@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
+import math
 import time
 import tomllib
 from collections.abc import Callable, Sequence
@@ -382,6 +383,57 @@ def format_table(table: dict[str, dict[str, Any]]) -> str:
     rows = [header] + [[model, *(cell(row, d) for d in domains)] for model, row in table.items()]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def _passes(cell: dict[str, Any]) -> int:
+    return round(cell["pass_rate"] * cell["episodes"])
+
+
+def z_score(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """How many standard errors ``b``'s pass rate lies above ``a``'s (a two-proportion z-test with
+    the pooled rate); None when neither has a failure, or neither a success (no spread to measure)."""
+    na, nb = a["episodes"], b["episodes"]
+    pooled = (_passes(a) + _passes(b)) / (na + nb) if na and nb else 0.0
+    se = math.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb)) if 0 < pooled < 1 else 0.0
+    return (b["pass_rate"] - a["pass_rate"]) / se if se else None
+
+
+def comparisons(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per domain, what the recipe promises: RL's gain over SFT in standard errors (``rl_vs_sft_z``)
+    and the student's pass rate as a share of the best expert's there (``student_share``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for domain in sorted({d for row in table.values() for d in row}):
+        sft, rl, student = (
+            table.get(name, {}).get(domain) for name in (f"sft-{domain}", f"rl-{domain}", "student")
+        )
+        experts = [(row[domain]["pass_rate"], name) for name, row in table.items()
+                   if name.startswith(("sft-", "rl-")) and domain in row]  # fmt: skip
+        entry: dict[str, Any] = {}
+        if sft and rl:
+            entry["rl_vs_sft_z"] = z_score(sft, rl)
+        if student and experts:
+            best_rate, best = max(experts, key=lambda pair: pair[0])
+            entry["best_expert"] = best
+            entry["student_share"] = student["pass_rate"] / best_rate if best_rate else None
+        if entry:
+            out[domain] = entry
+    return out
+
+
+def format_comparisons(table: dict[str, dict[str, Any]]) -> str:
+    """:func:`comparisons` as lines of text, with the counts behind them."""
+    lines = []
+    for domain, entry in comparisons(table).items():
+        parts = []
+        if "rl_vs_sft_z" in entry:
+            sft, rl = table[f"sft-{domain}"][domain], table[f"rl-{domain}"][domain]
+            z = entry["rl_vs_sft_z"]
+            parts.append(f"RL {_passes(rl)}/{rl['episodes']} vs SFT {_passes(sft)}/{sft['episodes']}"
+                         + (f" ({z:+.1f} standard errors)" if z is not None else ""))  # fmt: skip
+        if entry.get("student_share") is not None:
+            parts.append(f"student at {entry['student_share']:.0%} of {entry['best_expert']}")
+        lines.append(f"{domain}: " + "; ".join(parts))
+    return "\n".join(lines)
 
 
 class _Quiet:

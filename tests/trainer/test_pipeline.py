@@ -12,10 +12,19 @@ from kwaigym.errors import ConfigError
 torch = pytest.importorskip("torch", reason="the trainer extra (torch) is not installed")
 pytest.importorskip("tensorboard", reason="the trainer extra (tensorboard) is not installed")
 from reference_trainer.__main__ import main  # noqa: E402
-from reference_trainer.pipeline import Domain, Pipeline, PipelineConfig, domain_tasks, format_table  # noqa: E402
+from reference_trainer.pipeline import (  # noqa: E402
+    Domain,
+    Pipeline,
+    PipelineConfig,
+    comparisons,
+    domain_tasks,
+    format_comparisons,
+    format_table,
+)
 
 SMALL = {
     "model": "tiny-dense",
+    "sample_threads": 1,
     "domains": [
         {"name": "files", "dataset": "drills", "tasks": ["files-notes", "files-todo"]},
         {"name": "code", "dataset": "drills", "tasks": ["code-add-*", "code-mul-*"]},
@@ -80,6 +89,32 @@ def test_domain_patterns_and_the_table():
         "base   0.00 (8)  0.25 (8)",
         "rl-a   0.88 (8)  -",
     ]
+
+
+def test_comparisons_count_standard_errors_and_the_student_share():
+    """RL over SFT as a two-proportion z (pooled rate), and the student against the best expert."""
+
+    def cell(passes, n=64):
+        return {"pass_rate": passes / n, "episodes": n}
+
+    table = {"sft-files": {"files": cell(53)}, "rl-files": {"files": cell(59)},
+             "sft-code": {"code": cell(64)}, "rl-code": {"code": cell(64)},
+             "student": {"files": cell(62), "code": cell(48)}}  # fmt: skip
+    got = comparisons(table)
+    pooled = 112 / 128
+    assert got["files"]["rl_vs_sft_z"] == pytest.approx((6 / 64) / (pooled * (1 - pooled) * 2 / 64) ** 0.5)
+    assert round(got["files"]["rl_vs_sft_z"], 2) == 1.6
+    assert got["code"]["rl_vs_sft_z"] is None  # both 64/64: no spread to measure a gain against
+    assert (got["files"]["best_expert"], got["files"]["student_share"]) == (
+        "rl-files",
+        pytest.approx(62 / 59),
+    )
+    assert (got["code"]["best_expert"], got["code"]["student_share"]) == ("sft-code", 0.75)
+    assert format_comparisons(table).splitlines() == [
+        "code: RL 64/64 vs SFT 64/64; student at 75% of sft-code",
+        "files: RL 59/64 vs SFT 53/64 (+1.6 standard errors); student at 105% of rl-files",
+    ]
+    assert comparisons({"base": {"files": cell(0)}}) == {}
 
 
 @pytest.mark.podman
