@@ -14,7 +14,15 @@ from kwaigym.errors import ConfigError
 torch = pytest.importorskip("torch", reason="the trainer extra (torch) is not installed")
 from reference_trainer.model import load_model  # noqa: E402
 from reference_trainer.rl import token_logprobs  # noqa: E402
-from reference_trainer.sft import SFTConfig, main, packed, sft_loss, sft_samples, train_sft  # noqa: E402
+from reference_trainer.sft import (  # noqa: E402
+    SFTConfig,
+    episode_order,
+    main,
+    packed,
+    sft_loss,
+    sft_samples,
+    train_sft,
+)
 from reference_trainer.tokenizer import byte_tokenizer  # noqa: E402
 
 FIXTURES = Path(__file__).parent.parent / "trajectory" / "fixtures"
@@ -34,6 +42,16 @@ def test_samples_keep_good_episodes_and_mask_all_but_the_agents_tokens():
     assert sft_samples(records("mini-oracle"), TOKENIZER, min_reward=2.0)[0] == []
     failed = [r | {"reward": 0.0} for r in records("mini-oracle")]
     assert sft_samples(failed, TOKENIZER)[0] == []
+
+
+def test_samples_come_in_episode_order_whatever_order_the_run_finished_in():
+    """A run directory lists episodes as they finished; SFT data (so the packing, so the model) must
+    not depend on it."""
+    mini, claude = records("mini-oracle"), records("claude-code-oracle")
+    forward, _ = sft_samples(mini + claude, TOKENIZER)
+    backward, _ = sft_samples(claude + mini, TOKENIZER)
+    assert [s.input_ids for s in forward] == [s.input_ids for s in backward]
+    assert sorted([mini[0], claude[0]], key=episode_order) == [claude[0], mini[0]]  # by task id
 
 
 def test_packing_groups_in_order_under_the_budget():
