@@ -400,20 +400,24 @@ def z_score(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 def comparisons(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per domain, what the recipe promises: RL's gain over SFT in standard errors (``rl_vs_sft_z``)
-    and the student's pass rate as a share of the best expert's there (``student_share``)."""
+    and the student's pass rate as a share of the best expert's there (``student_share``; the best
+    expert is picked as OPD picks its teacher, :func:`~reference_trainer.teacher.best_experts`)."""
+    from reference_trainer.teacher import best_experts
+
+    rates = {name: {d: cell["pass_rate"] for d, cell in row.items()}
+             for name, row in table.items() if name.startswith(("sft-", "rl-"))}  # fmt: skip
+    best = best_experts(rates) if any(rates.values()) else {}
     out: dict[str, dict[str, Any]] = {}
     for domain in sorted({d for row in table.values() for d in row}):
         sft, rl, student = (
             table.get(name, {}).get(domain) for name in (f"sft-{domain}", f"rl-{domain}", "student")
         )
-        experts = [(row[domain]["pass_rate"], name) for name, row in table.items()
-                   if name.startswith(("sft-", "rl-")) and domain in row]  # fmt: skip
         entry: dict[str, Any] = {}
         if sft and rl:
             entry["rl_vs_sft_z"] = z_score(sft, rl)
-        if student and experts:
-            best_rate, best = max(experts, key=lambda pair: pair[0])
-            entry["best_expert"] = best
+        if student and domain in best:
+            best_rate = rates[best[domain]][domain]
+            entry["best_expert"] = best[domain]
             entry["student_share"] = student["pass_rate"] / best_rate if best_rate else None
         if entry:
             out[domain] = entry
