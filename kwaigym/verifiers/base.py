@@ -170,12 +170,15 @@ class _NotSealed(VerifierError):
     """The sealer could not run or did not finish its job (worth another try)."""
 
 
-# At the pids limit (a fork loop) the runtime may find no slot to start the sealer (exit 125);
-# a slot frees up within moments, so a few quick tries get it in.
+# At the pids limit (a fork loop) the runtime may find no slot to start the sealer (exit 125), or
+# the sealer's shell no slot to fork (a failed fork: SandboxPidsExceeded); the loop takes every slot
+# that frees up, so the sealer must win a race. Tries are bounded by time, not count: on an idle
+# machine it gets in within a few, but on 2 busy cores a test of it needed about 50 (some 30 s),
+# and 10 tries gave up after 6 s.
 _SEAL_RETRY = tenacity.AsyncRetrying(
     retry=tenacity.retry_if_exception_type((_NotSealed, SandboxPidsExceeded)),
     wait=tenacity.wait_random(0.05, 0.5),
-    stop=tenacity.stop_after_attempt(10),
+    stop=tenacity.stop_after_delay(60),
     before_sleep=lambda s: log.info("sealing failed (%s), retry %d", s.outcome.exception(), s.attempt_number),
     reraise=True,
 )
